@@ -132,6 +132,12 @@ async def database_url(postgres: PostgresHandle, template_database: str) -> str:
     return await postgres.create_database(f"agentmgr_t_{uuid.uuid4().hex[:10]}", template=template_database)
 
 
+@pytest.fixture
+async def fresh_database_url(postgres: PostgresHandle, template_database: str) -> str:
+    """A fresh, migrated database for one test (no module server touches it)."""
+    return await postgres.create_database(f"agentmgr_f_{uuid.uuid4().hex[:10]}", template=template_database)
+
+
 # --- NATS ------------------------------------------------------------------------
 
 
@@ -241,7 +247,12 @@ async def llm_stub() -> AsyncIterator[LlmStub]:
 
 
 def provider_settings(
-    *, database_url: str, nats_url: str, encryption_keys: str, bootstrap: str | None = None, **overrides: object
+    *,
+    database_url: str,
+    nats_url: str,
+    encryption_keys: str,
+    bootstrap: str | None = None,
+    **overrides: object,
 ) -> ProviderSettings:
     """Settings for a provider_svc under test: fast retries, loopback allowed."""
     values: dict[str, object] = {
@@ -291,14 +302,14 @@ async def provider_channel(provider_svc: ProviderServer) -> AsyncIterator[grpc.a
     try:
         yield channel
     finally:
-        await channel.close()
+        await channel.close(None)
 
 
 @pytest.fixture(scope="module")
 def providers(provider_channel: grpc.aio.Channel) -> provider_pb2_grpc.ProviderServiceAsyncStub:
-    return provider_pb2_grpc.ProviderServiceStub(provider_channel)  # type: ignore[return-value]
+    return provider_pb2_grpc.ProviderServiceStub(provider_channel)
 
 
 @pytest.fixture(scope="module")
 def credentials(provider_channel: grpc.aio.Channel) -> credential_pb2_grpc.CredentialServiceAsyncStub:
-    return credential_pb2_grpc.CredentialServiceStub(provider_channel)  # type: ignore[return-value]
+    return credential_pb2_grpc.CredentialServiceStub(provider_channel)

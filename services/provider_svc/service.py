@@ -254,7 +254,7 @@ class ProviderService:
                             reason="REQUEST_ID_REUSED",
                         )
                     return earlier.provider
-            await self._repo.insert(
+            inserted = await self._repo.insert(
                 conn,
                 provider,
                 ciphertext=sealed.ciphertext if sealed else None,
@@ -263,6 +263,12 @@ class ProviderService:
                 request_hash=request_hash,
                 validate_requested_at=now,
             )
+            if not inserted:  # a concurrent retry with the same request_id won
+                earlier = await self._repo.find_by_request_id(
+                    conn, project=project, request_id=draft.request_id
+                )
+                assert earlier is not None
+                return earlier.provider
             messages = [self._event(provider, "created", principal.key_id)]
             if type_ is ProviderType.TEST:
                 messages.append(self._event(provider, "validated", principal.key_id))

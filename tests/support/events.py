@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -29,7 +28,7 @@ async def read_events(js: JetStreamContext, *, subject: str = "agentmgr.events.>
         while True:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except (asyncio.TimeoutError, Exception) as exc:  # nats TimeoutError: nothing more
+            except (TimeoutError, Exception) as exc:  # nats TimeoutError: nothing more
                 if "Timeout" in type(exc).__name__:
                     break
                 raise

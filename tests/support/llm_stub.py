@@ -65,7 +65,9 @@ class LlmStub:
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         if mode == "ratelimited":
-            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "1"})
+            return JSONResponse(
+                {"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "1"}
+            )
         if mode == "broken":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if mode == "html":

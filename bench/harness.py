@@ -1,0 +1,161 @@
+"""Shared pieces of the benchmarks: a throwaway system and a load loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from libs.common.auth import ALL_PROJECTS, Role, create_api_key
+from libs.common.crypto import generate_key
+from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
+from libs.common.migrate import run_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    """Latency and throughput of one load run."""
+
+    label: str
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+    def row(self) -> str:
+        return (
+            f"{self.label:<34} c={self.concurrency:<3} n={self.requests:<6} "
+            f"p50={self.percentile(0.50):7.2f} ms  p99={self.percentile(0.99):7.2f} ms  "
+            f"{self.rps:8.0f} req/s"
+        )
+
+
+async def load(
+    label: str,
+    call: Callable[[int], Awaitable[object]],
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 1.0,
+) -> Result:
+    """Run `call(i)` from `concurrency` workers for `duration_s` (after a warm-up)."""
+    latencies: list[float] = []
+    counter = 0
+    measuring = False
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal counter
+        while time.perf_counter() < stop_at:
+            counter += 1
+            started = time.perf_counter()
+            await call(counter)
+            if measuring:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    stop_at = time.perf_counter() + warmup_s
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    measuring = True
+    begin = time.perf_counter()
+    stop_at = begin + duration_s
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - begin
+    return Result(label, concurrency, len(latencies), elapsed, latencies)
+
+
+class System:
+    """Embedded PostgreSQL + NATS in a temporary directory, services as processes."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="agentmgr-bench-")
+        self.root = Path(self._tmp.name)
+        self.pg = EmbeddedPostgres(self.root / "pg")
+        self.nats = EmbeddedNats(self.root / "nats")
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.database_url = ""
+        self.nats_url = ""
+        self.encryption_keys = generate_key()
+        self.admin_key = ""
+        self.service_key = ""
+
+    async def start(self, schemas: dict[str, Path]) -> None:
+        self.database_url = await asyncio.to_thread(self.pg.start)
+        self.nats_url = await asyncio.to_thread(self.nats.start)
+        for schema, path in schemas.items():
+            await asyncio.to_thread(
+                run_migrations, migrations_dir=path, database_url=self.database_url, schema=schema
+            )
+        nc = await connect(self.nats_url, name="bench")
+        js = nc.jetstream()
+        await ensure_streams(js, replicas=1)
+        kv = await ensure_api_key_bucket(js, replicas=1)
+        self.admin_key, _ = await create_api_key(kv, name="bench", project=ALL_PROJECTS, role=Role.ADMIN)
+        self.service_key, _ = await create_api_key(
+            kv, name="bench-svc", project=ALL_PROJECTS, role=Role.SERVICE
+        )
+        await nc.close()
+
+    async def service(self, name: str, port_variable: str, extra: dict[str, str] | None = None) -> int:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "NATS_URL": self.nats_url,
+            "ENCRYPTION_KEYS": self.encryption_keys,
+            "SERVICE_API_KEY": self.service_key,
+            port_variable: str(port),
+            "GRPC_BIND_HOST": "127.0.0.1",
+            "RATE_LIMIT_RPS": "0",
+            "LOG_LEVEL": "WARNING",
+            **(extra or {}),
+        }
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log
+        )
+        self.processes.append(process)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(300):
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return port
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{name} did not start; see {self.root / f'{name}.log'}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(30)
+        self.nats.stop()
+        self.pg.stop()
+        self._tmp.cleanup()
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f}"

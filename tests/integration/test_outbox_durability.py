@@ -1,0 +1,217 @@
+"""No event is lost and none is duplicated: NATS outages, writer crashes, re-publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentmgr.v1 import provider_pb2 as P
+from libs.common.embedded import free_port
+from libs.common.outbox import Outbox, OutboxRelay
+from services.provider_svc.repository import outbox as outbox_table
+from tests.support.events import read_events
+from tests.support.eventually import eventually
+from tests.support.grpc_helpers import auth
+from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _backlog(database_url: str) -> int:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(outbox_table))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _created_events(js) -> dict[str, list[dict[str, object]]]:
+    by_subject: dict[str, list[dict[str, object]]] = collections.defaultdict(list)
+    for event in await read_events(js, subject="agentmgr.events.providers.created"):
+        by_subject[event["subject"]].append(event)
+    return by_subject
+
+
+async def test_nats_killed_during_500_writes_loses_and_duplicates_nothing(
+    provider_svc, providers, keys, nats_server, js, database_url
+):
+    assert nats_server.embedded is not None, "this test kills the module's own nats-server"
+    committed: list[str] = []
+    failed = 0
+    total = 500
+
+    async def writer(worker: int) -> None:
+        nonlocal failed
+        for i in range(total // 10):
+            try:
+                reply = await providers.CreateProvider(
+                    P.CreateProviderRequest(
+                        provider=P.Provider(name=f"d-{worker}-{i}-{uuid.uuid4().hex[:6]}", type="test")
+                    ),
+                    metadata=auth(keys.admin),
+                )
+                committed.append(reply.provider.id)
+            except grpc.aio.AioRpcError:
+                failed += 1
+
+    async def chaos() -> None:
+        while len(committed) < 100:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(nats_server.embedded.kill)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(nats_server.embedded.start)
+
+    await asyncio.gather(*(writer(w) for w in range(10)), chaos())
+    # Writes need PostgreSQL only: a NATS outage does not fail them.
+    assert failed == 0
+    assert len(committed) == total
+
+    async def drained() -> None:
+        assert await _backlog(database_url) == 0
+
+    await eventually(drained, timeout=60, interval=0.5)
+
+    async def all_arrived():
+        by_subject = await _created_events(js)
+        missing = [pid for pid in committed if f"providers/{pid}" not in by_subject]
+        assert not missing, f"{len(missing)} events missing"
+        return by_subject
+
+    by_subject = await eventually(all_arrived, timeout=30, interval=0.5)
+    for pid in committed:
+        assert len(by_subject[f"providers/{pid}"]) == 1, f"duplicate created events for {pid}"
+    ids = [e["id"] for events in by_subject.values() for e in events]
+    assert len(ids) == len(set(ids))
+
+
+async def test_writer_crash_between_commit_and_publish_loses_nothing(
+    tmp_path, fresh_database_url, nats_server, keys, encryption_keys, js
+):
+    """Writes commit in a process that never publishes; it is killed; another relays them."""
+    port = free_port()
+    env = {
+        "DATABASE_URL": fresh_database_url,
+        "NATS_URL": nats_server.url,
+        "ENCRYPTION_KEYS": encryption_keys,
+        "PROVIDER_GRPC_PORT": str(port),
+        "GRPC_BIND_HOST": "127.0.0.1",
+        "OUTBOX_RELAY_ENABLED": "false",
+        "VALIDATION_WORKER_ENABLED": "false",
+        "RATE_LIMIT_RPS": "0",
+    }
+    writer = ServiceProcess("provider_svc", env=env, port=port, log=tmp_path / "writer.log")
+    writer.start()
+    await writer.wait_serving()
+    ids = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        from agentmgr.v1 import provider_pb2_grpc
+
+        stub = provider_pb2_grpc.ProviderServiceStub(channel)
+        for i in range(50):
+            reply = await stub.CreateProvider(
+                P.CreateProviderRequest(
+                    provider=P.Provider(name=f"crash-{i}-{uuid.uuid4().hex[:6]}", type="test")
+                ),
+                metadata=auth(keys.admin),
+            )
+            ids.append(reply.provider.id)
+    writer.kill()  # SIGKILL: no shutdown hook runs
+    assert await _backlog(fresh_database_url) == 100  # created + validated per test provider
+
+    relay_port = free_port()
+    relay = ServiceProcess(
+        "provider_svc",
+        env={**env, "PROVIDER_GRPC_PORT": str(relay_port), "OUTBOX_RELAY_ENABLED": "true"},
+        port=relay_port,
+        log=tmp_path / "relay.log",
+    )
+    relay.start()
+    try:
+        await relay.wait_serving()
+
+        async def arrived():
+            by_subject = await _created_events(js)
+            for pid in ids:
+                assert len(by_subject.get(f"providers/{pid}", [])) == 1, pid
+
+        await eventually(arrived, timeout=30, interval=0.5)
+    finally:
+        assert await relay.stop() == 0
+
+
+async def test_republished_rows_are_dropped_as_duplicates(fresh_database_url, nats_server, js):
+    """A relay that crashed after publishing but before deleting publishes again: no duplicate."""
+    engine = create_async_engine(fresh_database_url)
+    outbox = Outbox(outbox_table, source="//tests")
+    messages = [
+        outbox.event(
+            collection="providers",
+            resource="provider",
+            verb="created",
+            resource_id=f"prv_dup{i}",
+            project="default",
+            actor="tests",
+            data={"i": i},
+        )
+        for i in range(20)
+    ]
+    try:
+        async with engine.begin() as conn:
+            await outbox.add(conn, *messages)
+        # The "first relay": it published every row, then died before deleting them.
+        for message in messages:
+            await js.publish(message.subject, message.payload, headers={"Nats-Msg-Id": message.id})
+        relay = OutboxRelay(engine=engine, table=outbox_table, js=js, wake=asyncio.Event())
+        assert await relay.relay_batch() == 20
+        events = [e for e in await read_events(js) if e["subject"].startswith("providers/prv_dup")]
+        assert sorted(e["subject"] for e in events) == sorted(f"providers/prv_dup{i}" for i in range(20))
+    finally:
+        await engine.dispose()
+
+
+async def test_two_relays_claim_disjoint_rows(fresh_database_url, nats_server, js):
+    """Several replicas relay at once; SKIP LOCKED means no row goes out twice from them."""
+    engines = [create_async_engine(fresh_database_url) for _ in range(2)]
+    outbox = Outbox(outbox_table, source="//tests")
+    messages = [
+        outbox.event(
+            collection="providers",
+            resource="provider",
+            verb="created",
+            resource_id=f"prv_two{i}",
+            project="default",
+            actor="tests",
+            data={},
+        )
+        for i in range(400)
+    ]
+    try:
+        async with engines[0].begin() as conn:
+            await outbox.add(conn, *messages)
+        relays = [
+            OutboxRelay(engine=e, table=outbox_table, js=js, wake=asyncio.Event(), batch_size=25)
+            for e in engines
+        ]
+
+        async def drain(relay: OutboxRelay) -> int:
+            sent = 0
+            while n := await relay.relay_batch():
+                sent += n
+            return sent
+
+        counts = await asyncio.gather(*(drain(r) for r in relays))
+        assert sum(counts) == 400
+        assert all(counts), "both relays should have taken part"
+        assert await _backlog(fresh_database_url) == 0
+        events = [e for e in await read_events(js) if e["subject"].startswith("providers/prv_two")]
+        assert len(events) == 400
+    finally:
+        for engine in engines:
+            await engine.dispose()
