@@ -126,6 +126,8 @@ class System:
             "SERVICE_API_KEY": self.service_key,
             port_variable: str(port),
             "GRPC_BIND_HOST": "127.0.0.1",
+            "PROVIDER_INTERNAL_GRPC_PORT": str(free_port()),
+            "METRICS_PORT": "0",
             "RATE_LIMIT_RPS": "0",
             "LOG_LEVEL": "WARNING",
             **(extra or {}),

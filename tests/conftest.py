@@ -260,6 +260,8 @@ def provider_settings(
         "nats_url": nats_url,
         "encryption_keys": encryption_keys,
         "provider_grpc_port": 0,
+        "provider_internal_grpc_port": 0,
+        "metrics_port": 0,
         "grpc_bind_host": "127.0.0.1",
         "ssrf_allow_loopback": True,
         "validation_timeout_s": 1.0,
@@ -289,11 +291,20 @@ async def provider_svc(
             bootstrap=keys.bootstrap,
         )
     )
-    await server.start("127.0.0.1:0")
+    await server.start("127.0.0.1:0", "127.0.0.1:0")
     try:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def provider_internal_channel(provider_svc: ProviderServer) -> AsyncIterator[grpc.aio.Channel]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{provider_svc.runtime.internal_port}")
+    try:
+        yield channel
+    finally:
+        await channel.close(None)
 
 
 @pytest.fixture(scope="module")
@@ -311,5 +322,7 @@ def providers(provider_channel: grpc.aio.Channel) -> provider_pb2_grpc.ProviderS
 
 
 @pytest.fixture(scope="module")
-def credentials(provider_channel: grpc.aio.Channel) -> credential_pb2_grpc.CredentialServiceAsyncStub:
-    return credential_pb2_grpc.CredentialServiceStub(provider_channel)
+def credentials(
+    provider_internal_channel: grpc.aio.Channel,
+) -> credential_pb2_grpc.CredentialServiceAsyncStub:
+    return credential_pb2_grpc.CredentialServiceStub(provider_internal_channel)

@@ -51,7 +51,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         default_port=50051,
         schema="provider_svc",
         # make run is for a laptop: let providers on loopback (Ollama, a local stub) validate.
-        extra_env={"SSRF_ALLOW_LOOPBACK": "true"},
+        extra_env={"SSRF_ALLOW_LOOPBACK": "true", "PROVIDER_INTERNAL_GRPC_PORT": "50061"},
     ),
 )
 
@@ -123,6 +123,8 @@ def run_system(services: Sequence[ServiceSpec] = SERVICES) -> int:
             "SERVICE_API_KEY": os.environ.get("SERVICE_API_KEY") or secrets["SERVICE_API_KEY"],
             "GRPC_BIND_HOST": os.environ.get("GRPC_BIND_HOST", "127.0.0.1"),
             "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+            # One machine, several services: per-service metrics ports would collide.
+            "METRICS_PORT": os.environ.get("METRICS_PORT", "0"),
         }
         logs = state.root / "logs"
         logs.mkdir(exist_ok=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from prometheus_client import start_http_server
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -56,6 +57,7 @@ class ServiceRuntime:
         outbox_table: Table,
         access: Mapping[str, Access],
         service_names: list[str],
+        internal_service_names: list[str] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -67,16 +69,29 @@ class ServiceRuntime:
             if settings.rate_limit_rps > 0
             else None
         )
+        interceptor = CallInterceptor(
+            keys=self.keys,
+            policy=AccessPolicy(access),
+            limiter=limiter,
+            default_timeout_s=settings.grpc_default_timeout_s,
+        )
         self.grpc = GrpcServer(
-            interceptor=CallInterceptor(
-                keys=self.keys,
-                policy=AccessPolicy(access),
-                limiter=limiter,
-                default_timeout_s=settings.grpc_default_timeout_s,
-            ),
+            interceptor=interceptor,
             service_names=service_names,
             max_message_bytes=settings.grpc_max_message_bytes,
         )
+        # Internal services get a port of their own, so that a NetworkPolicy (which sees
+        # ports, not gRPC methods) can admit only the callers meant to reach them.
+        self.internal_grpc = (
+            GrpcServer(
+                interceptor=interceptor,
+                service_names=internal_service_names,
+                max_message_bytes=settings.grpc_max_message_bytes,
+            )
+            if internal_service_names
+            else None
+        )
+        self.internal_port = 0
         self._jobs: list[tuple[str, Job]] = []
         self._connections: _Connections | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -137,14 +152,28 @@ class ServiceRuntime:
         """Run `job` in the background from `start()` until `stop()`."""
         self._jobs.append((name, job))
 
-    async def start(self, address: str) -> int:
-        """Start background jobs and the gRPC server; returns the bound port."""
+    def _servers(self) -> list[GrpcServer]:
+        return [self.grpc] + ([self.internal_grpc] if self.internal_grpc is not None else [])
+
+    async def start(self, address: str, internal_address: str | None = None) -> int:
+        """Start background jobs and the gRPC server(s); returns the public port."""
         self._runner = asyncio.create_task(self._run_jobs(), name=f"{self.name}-jobs")
         self.port = await self.grpc.start(address)
+        if self.internal_grpc is not None:
+            assert internal_address is not None, "this service has an internal port"
+            self.internal_port = await self.internal_grpc.start(internal_address)
+        if self.settings.metrics_port:
+            start_http_server(self.settings.metrics_port, addr=self._bind_host(address))
         await asyncio.wait_for(self.keys.ready.wait(), timeout=30)
-        await self.grpc.set_serving(True)
-        _log.info("service_started", port=self.port)
+        for server in self._servers():
+            await server.set_serving(True)
+        _log.info("service_started", port=self.port, internal_port=self.internal_port)
         return self.port
+
+    @staticmethod
+    def _bind_host(address: str) -> str:
+        host = address.rsplit(":", 1)[0].strip("[]")
+        return host or "0.0.0.0"
 
     async def _run_jobs(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -170,14 +199,20 @@ class ServiceRuntime:
             ready = await self._ready()
             if ready != serving and not self._stopping:
                 serving = ready
-                await self.grpc.set_serving(ready)
+                for server in self._servers():
+                    await server.set_serving(ready)
                 _log.warning("readiness_changed", serving=ready)
 
     async def stop(self) -> None:
         """Graceful: NOT_SERVING, finish in-flight calls, stop jobs, close connections."""
         settings = self.settings
         self._stopping = True
-        await self.grpc.stop(grace_s=settings.shutdown_grace_s, drain_delay_s=settings.shutdown_drain_delay_s)
+        await asyncio.gather(
+            *(
+                server.stop(grace_s=settings.shutdown_grace_s, drain_delay_s=settings.shutdown_drain_delay_s)
+                for server in self._servers()
+            )
+        )
         if self._runner is not None:
             self._runner.cancel()
             try:
@@ -187,10 +222,9 @@ class ServiceRuntime:
             except Exception:  # a job that died is logged; shutdown carries on
                 _log.exception("background_job_failed")
         if self._connections is not None:
-            try:
-                await asyncio.wait_for(self._connections.nats.drain(), timeout=5)
-            except Exception:  # NATS may already be gone; nothing is lost (outbox)
-                await self._connections.nats.close()
+            # close, not drain: everything worth keeping is in the outbox or unacked
+            # (redelivered), and nats-py's drain races its own subscription tasks.
+            await self._connections.nats.close()
             await self._connections.engine.dispose()
         _log.info("service_stopped")
 

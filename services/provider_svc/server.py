@@ -39,9 +39,9 @@ class ProviderServer:
             settings=settings,
             outbox_table=outbox,
             access=ACCESS,
-            service_names=[
-                provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
-                credential_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name,
+            service_names=[provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name],
+            internal_service_names=[
+                credential_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name
             ],
         )
         self.egress = EgressPolicy.from_settings(
@@ -53,8 +53,8 @@ class ProviderServer:
         self.keyring = settings.keyring()
         self.service: ProviderService | None = None
 
-    async def start(self, address: str | None = None) -> int:
-        """Connect, start serving; returns the gRPC port."""
+    async def start(self, address: str | None = None, internal_address: str | None = None) -> int:
+        """Connect, start serving; returns the public gRPC port."""
         runtime, settings = self.runtime, self.settings
         await runtime.connect()
         service = ProviderService(
@@ -70,8 +70,9 @@ class ProviderServer:
         provider_pb2_grpc.add_ProviderServiceServicer_to_server(
             ProviderServicer(service), runtime.grpc.server
         )
+        assert runtime.internal_grpc is not None
         credential_pb2_grpc.add_CredentialServiceServicer_to_server(
-            CredentialServicer(service), runtime.grpc.server
+            CredentialServicer(service), runtime.internal_grpc.server
         )
         if settings.validation_worker_enabled:
             client = guarded_client(self.egress, timeout_s=settings.validation_timeout_s)
@@ -99,8 +100,11 @@ class ProviderServer:
             )
             runtime.add_job("validation-worker", worker.run)
             runtime.add_job("recheck-scheduler", scheduler.run)
-        bind = address or f"{settings.grpc_bind_host}:{settings.provider_grpc_port}"
-        return await runtime.start(bind)
+        host = settings.grpc_bind_host
+        return await runtime.start(
+            address or f"{host}:{settings.provider_grpc_port}",
+            internal_address or f"{host}:{settings.provider_internal_grpc_port}",
+        )
 
     async def stop(self) -> None:
         """Graceful stop."""

@@ -17,6 +17,8 @@ class ProviderSettings(CommonSettings):
 
     provider_grpc_port: int = Field(default=50051, ge=0, le=65535)
     """PROVIDER_GRPC_PORT: where the gRPC API listens (0: any free port)."""
+    provider_internal_grpc_port: int = Field(default=50061, ge=0, le=65535)
+    """PROVIDER_INTERNAL_GRPC_PORT: CredentialService only (reachable by agent_svc alone)."""
     grpc_bind_host: str = "0.0.0.0"
     """GRPC_BIND_HOST: the address to bind (`127.0.0.1` under `make run`)."""
     encryption_keys: SecretStr = Field(default=SecretStr(""))

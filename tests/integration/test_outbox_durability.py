@@ -102,6 +102,8 @@ async def test_writer_crash_between_commit_and_publish_loses_nothing(
         "ENCRYPTION_KEYS": encryption_keys,
         "PROVIDER_GRPC_PORT": str(port),
         "GRPC_BIND_HOST": "127.0.0.1",
+        "PROVIDER_INTERNAL_GRPC_PORT": "0",
+        "METRICS_PORT": "0",
         "OUTBOX_RELAY_ENABLED": "false",
         "VALIDATION_WORKER_ENABLED": "false",
         "RATE_LIMIT_RPS": "0",

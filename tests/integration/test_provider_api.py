@@ -241,10 +241,14 @@ async def test_validate_provider_queues_and_is_rate_limited(providers, keys, llm
     await eventually(settled)
 
 
-async def test_health_and_reflection_need_no_key(provider_channel):
+async def test_health_and_reflection_need_no_key(provider_channel, provider_internal_channel):
     health = health_pb2_grpc.HealthStub(provider_channel)
-    for service in ("", "agentmgr.v1.ProviderService", "agentmgr.v1.CredentialService"):
+    for service in ("", "agentmgr.v1.ProviderService"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    internal_health = health_pb2_grpc.HealthStub(provider_internal_channel)
+    for service in ("", "agentmgr.v1.CredentialService"):
+        reply = await internal_health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -257,7 +261,8 @@ async def test_health_and_reflection_need_no_key(provider_channel):
     async for reply in stub.ServerReflectionInfo(requests()):
         names += [s.name for s in reply.list_services_response.service]
     assert "agentmgr.v1.ProviderService" in names
-    assert "agentmgr.v1.CredentialService" in names
+    # CredentialService lives on the internal port only (a NetworkPolicy admits agent_svc alone).
+    assert "agentmgr.v1.CredentialService" not in names
 
 
 # --- every error code ------------------------------------------------------------------

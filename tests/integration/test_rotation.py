@@ -45,7 +45,7 @@ async def _server(database_url, nats_url, keys) -> ProviderServer:
             validation_worker_enabled=False,
         )
     )
-    await server.start("127.0.0.1:0")
+    await server.start("127.0.0.1:0", "127.0.0.1:0")
     return server
 
 
@@ -73,7 +73,7 @@ async def test_rotation_under_concurrent_reads_loses_nothing(fresh_database_url,
 
     async def reader() -> None:
         nonlocal reads
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.internal_port}") as channel:
             credentials = credential_pb2_grpc.CredentialServiceStub(channel)
             while not stop.is_set():
                 for provider_id, secret in plaintexts.items():
@@ -111,7 +111,7 @@ async def test_rotation_under_concurrent_reads_loses_nothing(fresh_database_url,
     # Step 3: the old key is dropped; everything still decrypts.
     server = await _server(fresh_database_url, nats_server.url, new)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.internal_port}") as channel:
             credentials = credential_pb2_grpc.CredentialServiceStub(channel)
             for provider_id, secret in plaintexts.items():
                 resolved = await credentials.ResolveCredentials(

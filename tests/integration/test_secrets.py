@@ -113,11 +113,12 @@ async def test_planted_keys_never_leak(tmp_path, log_tee, own_pg, own_nats):
     server = ProviderServer(
         provider_settings(database_url=database_url, nats_url=nats_url, encryption_keys=encryption_key)
     )
-    await server.start("127.0.0.1:0")
+    await server.start("127.0.0.1:0", "127.0.0.1:0")
     responses: list[str] = []
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.port}")
+    internal = grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.internal_port}")
     providers = provider_pb2_grpc.ProviderServiceStub(channel)
-    credentials = credential_pb2_grpc.CredentialServiceStub(channel)
+    credentials = credential_pb2_grpc.CredentialServiceStub(internal)
     try:
 
         async def call(coro):
@@ -237,6 +238,7 @@ async def test_planted_keys_never_leak(tmp_path, log_tee, own_pg, own_nats):
         assert len(events) > 10
     finally:
         await channel.close(None)
+        await internal.close(None)
         await server.stop()
         await nc.close()
         await stub.stop()

@@ -59,6 +59,8 @@ async def test_bad_configuration_refuses_to_start_naming_the_variable(
         "NATS_URL": nats_server.url,
         "ENCRYPTION_KEYS": encryption_keys,
         "PROVIDER_GRPC_PORT": "0",
+        "PROVIDER_INTERNAL_GRPC_PORT": "0",
+        "METRICS_PORT": "0",
         variable: value,
     }
     code, output = await run_module(env)
@@ -81,6 +83,8 @@ async def test_sigterm_turns_health_not_serving_then_exits_cleanly(
             "ENCRYPTION_KEYS": encryption_keys,
             "PROVIDER_GRPC_PORT": str(port),
             "GRPC_BIND_HOST": "127.0.0.1",
+            "PROVIDER_INTERNAL_GRPC_PORT": "0",
+            "METRICS_PORT": "0",
             "SHUTDOWN_DRAIN_DELAY_S": "1.0",
         },
         port=port,
@@ -110,8 +114,8 @@ async def test_egress_guard_applies_at_call_time(
     common = {"database_url": database_url, "nats_url": nats_server.url, "encryption_keys": encryption_keys}
     saver = ProviderServer(provider_settings(**common, validation_worker_enabled=False))
     strict = ProviderServer(provider_settings(**common, ssrf_allow_loopback=False))
-    await saver.start("127.0.0.1:0")
-    await strict.start("127.0.0.1:0")
+    await saver.start("127.0.0.1:0", "127.0.0.1:0")
+    await strict.start("127.0.0.1:0", "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{saver.runtime.port}") as channel:
             stub = provider_pb2_grpc.ProviderServiceStub(channel)
