@@ -29,13 +29,16 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from agentmgr.v1 import credential_pb2_grpc, provider_pb2_grpc
+from agentmgr.v1 import agent_pb2_grpc, credential_pb2_grpc, provider_pb2_grpc, run_pb2_grpc, task_pb2_grpc
 from libs.common.auth import ALL_PROJECTS, Role, create_api_key
 from libs.common.crypto import generate_key
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from libs.common.logging import configure_logging
 from libs.common.messaging import API_KEYS_BUCKET, EVENTS_STREAM, JOBS_STREAM, ensure_api_key_bucket
 from libs.common.migrate import run_migrations
+from services.agent_svc.repository import SCHEMA as AGENT_SCHEMA
+from services.agent_svc.server import AgentServer
+from services.agent_svc.settings import AgentSettings
 from services.provider_svc.repository import SCHEMA as PROVIDER_SCHEMA
 from services.provider_svc.server import ProviderServer
 from services.provider_svc.settings import ProviderSettings
@@ -44,6 +47,7 @@ from tests.support.llm_stub import LlmStub
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = {
     PROVIDER_SCHEMA: ROOT / "services" / "provider_svc" / "migrations",
+    AGENT_SCHEMA: ROOT / "services" / "agent_svc" / "migrations",
 }
 
 
@@ -326,3 +330,105 @@ def credentials(
     provider_internal_channel: grpc.aio.Channel,
 ) -> credential_pb2_grpc.CredentialServiceAsyncStub:
     return credential_pb2_grpc.CredentialServiceStub(provider_internal_channel)
+
+
+# --- the whole back end: provider_svc + agent_svc ------------------------------------
+
+
+def agent_settings(
+    *,
+    database_url: str,
+    nats_url: str,
+    service_key: str,
+    provider_address: str,
+    internal_address: str,
+    **overrides: object,
+) -> AgentSettings:
+    """Settings for an agent_svc under test."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "nats_url": nats_url,
+        "service_api_key": service_key,
+        "provider_svc_address": provider_address,
+        "provider_internal_address": internal_address,
+        "agent_grpc_port": 0,
+        "grpc_bind_host": "127.0.0.1",
+        "metrics_port": 0,
+        "ssrf_allow_loopback": True,
+        "outbox_poll_interval_s": 0.2,
+        "shutdown_grace_s": 5.0,
+        "shutdown_drain_delay_s": 0.0,
+        "rate_limit_rps": 0.0,
+        "run_workers": 8,
+        **overrides,
+    }
+    return AgentSettings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Stack:
+    """provider_svc and agent_svc, wired to each other, with client stubs."""
+
+    provider: ProviderServer
+    agent: AgentServer
+    channels: list[grpc.aio.Channel]
+    providers: provider_pb2_grpc.ProviderServiceAsyncStub
+    agents: agent_pb2_grpc.AgentServiceAsyncStub
+    tasks: task_pb2_grpc.TaskServiceAsyncStub
+    runs: run_pb2_grpc.RunServiceAsyncStub
+
+
+async def start_stack(
+    database_url: str, nats_url: str, keys: Keys, encryption_keys: str, **agent_overrides: object
+) -> Stack:
+    agent_port = free_port()
+    provider = ProviderServer(
+        provider_settings(
+            database_url=database_url,
+            nats_url=nats_url,
+            encryption_keys=encryption_keys,
+            agent_svc_address=f"127.0.0.1:{agent_port}",
+            service_api_key=keys.service,
+        )
+    )
+    await provider.start("127.0.0.1:0", "127.0.0.1:0")
+    agent = AgentServer(
+        agent_settings(
+            database_url=database_url,
+            nats_url=nats_url,
+            service_key=keys.service,
+            provider_address=f"127.0.0.1:{provider.runtime.port}",
+            internal_address=f"127.0.0.1:{provider.runtime.internal_port}",
+            **agent_overrides,
+        )
+    )
+    await agent.start(f"127.0.0.1:{agent_port}")
+    provider_channel = grpc.aio.insecure_channel(f"127.0.0.1:{provider.runtime.port}")
+    agent_channel = grpc.aio.insecure_channel(f"127.0.0.1:{agent_port}")
+    return Stack(
+        provider=provider,
+        agent=agent,
+        channels=[provider_channel, agent_channel],
+        providers=provider_pb2_grpc.ProviderServiceStub(provider_channel),
+        agents=agent_pb2_grpc.AgentServiceStub(agent_channel),
+        tasks=task_pb2_grpc.TaskServiceStub(agent_channel),
+        runs=run_pb2_grpc.RunServiceStub(agent_channel),
+    )
+
+
+async def stop_stack(stack: Stack) -> None:
+    for channel in stack.channels:
+        await channel.close(None)
+    await stack.agent.stop()
+    await stack.provider.stop()
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    log_tee: LogTee, database_url: str, nats_server: NatsHandle, keys: Keys, encryption_keys: str
+) -> AsyncIterator[Stack]:
+    running = await start_stack(database_url, nats_server.url, keys, encryption_keys)
+    try:
+        yield running
+    finally:
+        await stop_stack(running)

@@ -6,15 +6,18 @@ statements and the ORM's unit of work would cost more than the query.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ["FastQuery", "create_engine", "is_unavailable", "normalize_url"]
+__all__ = ["Executor", "FastQuery", "create_engine", "driver_transaction", "is_unavailable", "normalize_url"]
 
 _DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
@@ -52,38 +55,70 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, FileNotFoundError)
 
 
+Executor = AsyncConnection | asyncpg.Connection
+
+
+async def _driver(executor: Executor) -> asyncpg.Connection:
+    if isinstance(executor, asyncpg.Connection):
+        return executor
+    if executor.in_transaction():
+        # SQLAlchemy begins lazily on its own statements; a raw statement here would run
+        # outside the caller's transaction. Use `driver_transaction` for raw writes.
+        raise RuntimeError("FastQuery on a SQLAlchemy connection inside a transaction")
+    raw = await executor.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    return driver
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a pooled asyncpg connection, for FastQuery writes on hot paths."""
+    async with engine.connect() as conn:
+        driver = await _driver(conn)
+        async with driver.transaction():
+            yield driver
+
+
 class FastQuery:
-    """A read-only Core statement compiled once, run straight on the pooled asyncpg connection.
+    """A Core statement compiled once, run straight on the pooled asyncpg connection.
 
     SQLAlchemy's async execution layer (greenlet hop, compiled-cache lookup, result
     processing, implicit BEGIN/ROLLBACK) costs about 0.5 ms of CPU per statement here,
-    more than PostgreSQL takes to answer a primary-key read. The hot reads (get by id,
-    list pages) are plain selects of plain columns, so they run the SQL SQLAlchemy
-    compiled for them on the driver connection of the same pool: no type processors are
-    needed (JSONB is decoded by the codec SQLAlchemy installs on every connection).
-    Writes keep the full SQLAlchemy path and its transactions.
+    more than PostgreSQL takes to answer a primary-key read (docs/performance.md). The
+    hot statements are plain ones on plain columns, so they run the SQL SQLAlchemy
+    compiled for them on the driver connection of the same pool. No type processors run:
+    JSONB parameters are passed as JSON text and results decoded by the codecs
+    SQLAlchemy installs on every connection. Reads run outside any transaction (on an
+    `engine.connect()` connection); writes take a `driver_transaction`.
     """
 
     def __init__(self, statement: ClauseElement) -> None:
         compiled = statement.compile(dialect=_DIALECT)
-        self.sql = str(compiled)
         assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
         self._names = tuple(compiled.positiontup or ())
 
-    async def fetch(self, conn: AsyncConnection, params: Mapping[str, object]) -> list[Mapping[str, object]]:
-        """All rows, as mappings keyed by column name."""
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        rows: list[Mapping[str, object]] = await driver.fetch(self.sql, *(params[n] for n in self._names))
-        return rows
+    def _args(self, params: Mapping[str, object]) -> list[object]:
+        return [params[name] for name in self._names]
 
-    async def fetchrow(
-        self, conn: AsyncConnection, params: Mapping[str, object]
-    ) -> Mapping[str, object] | None:
+    async def fetch(self, executor: Executor, params: Mapping[str, object]) -> list[Mapping[str, Any]]:
+        """All rows, as mappings keyed by column name."""
+        driver = await _driver(executor)
+        # asyncpg's Record is a read-only mapping of column names.
+        return cast(list[Mapping[str, Any]], await driver.fetch(self.sql, *self._args(params)))
+
+    async def fetchrow(self, executor: Executor, params: Mapping[str, object]) -> Mapping[str, Any] | None:
         """The first row, or None."""
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        row: Mapping[str, object] | None = await driver.fetchrow(self.sql, *(params[n] for n in self._names))
-        return row
+        driver = await _driver(executor)
+        return cast(Mapping[str, Any] | None, await driver.fetchrow(self.sql, *self._args(params)))
+
+    async def execute(self, executor: Executor, params: Mapping[str, object]) -> None:
+        """Run for effect."""
+        driver = await _driver(executor)
+        await driver.execute(self.sql, *self._args(params))
+
+    async def executemany(self, executor: Executor, rows: Sequence[Mapping[str, object]]) -> None:
+        """Run once per parameter set (one round trip)."""
+        driver = await _driver(executor)
+        await driver.executemany(self.sql, [self._args(row) for row in rows])

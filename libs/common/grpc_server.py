@@ -112,11 +112,13 @@ class CallInterceptor(_Interceptor):
         policy: AccessPolicy,
         limiter: RateLimiter | None,
         default_timeout_s: float,
+        method_timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self._keys = keys
         self._policy = policy
         self._limiter = limiter
         self._default_timeout_s = default_timeout_s
+        self._method_timeouts = dict(method_timeouts or {})
 
     async def intercept_service(
         self,
@@ -161,9 +163,11 @@ class CallInterceptor(_Interceptor):
         )
         return principal
 
-    def _timeout(self, context: Context) -> float:
-        remaining = context.time_remaining()
-        return self._default_timeout_s if remaining is None else remaining
+    def _timeout(self, method: str, context: Context) -> float:
+        remaining: float | None = context.time_remaining()  # grpc-stubs says float; None without a deadline
+        if remaining is not None:
+            return remaining
+        return self._method_timeouts.get(method, self._default_timeout_s)
 
     def _wrap_unary(self, method: str, access: Access | None, behavior: Behavior) -> Behavior:
         async def unary(request: object, context: Context) -> object:
@@ -171,7 +175,7 @@ class CallInterceptor(_Interceptor):
             code = "OK"
             try:
                 self._admit(method, access, context)
-                async with asyncio.timeout(self._timeout(context)):
+                async with asyncio.timeout(self._timeout(method, context)):
                     return await behavior(request, context)  # type: ignore[misc]
             except BaseException as exc:
                 code = await self._fail(method, exc, context)

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import asyncpg
 from nats.js import JetStreamContext
 from sqlalchemy import (
     BigInteger,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     insert,
@@ -41,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.common.clock import rfc3339, utcnow
+from libs.common.db import FastQuery
 from libs.common.logging import get_logger
 from libs.common.messaging import EVENTS_SUBJECT_PREFIX
 
@@ -84,6 +87,11 @@ class Outbox:
         self._table = table
         self._source = source
         self._wake = asyncio.Event()
+        self._fast_insert = FastQuery(
+            insert(table).values(
+                id=bindparam("id"), subject=bindparam("subject"), payload=bindparam("payload")
+            )
+        )
 
     @property
     def wake(self) -> asyncio.Event:
@@ -131,13 +139,19 @@ class Outbox:
             payload=json.dumps(body, separators=(",", ":")).encode(),
         )
 
-    async def add(self, connection: AsyncConnection, *messages: OutboxMessage) -> None:
-        """Insert messages in the caller's transaction; call `committed()` after commit."""
-        if messages:
-            await connection.execute(
-                insert(self._table),
-                [{"id": m.id, "subject": m.subject, "payload": m.payload} for m in messages],
-            )
+    async def add(self, connection: AsyncConnection | asyncpg.Connection, *messages: OutboxMessage) -> None:
+        """Insert messages in the caller's transaction; call `committed()` after commit.
+
+        `connection` is a SQLAlchemy connection in a transaction, or the asyncpg
+        connection of a `driver_transaction` (the hot path).
+        """
+        if not messages:
+            return
+        rows = [{"id": m.id, "subject": m.subject, "payload": m.payload} for m in messages]
+        if isinstance(connection, asyncpg.Connection):
+            await self._fast_insert.executemany(connection, rows)
+        else:
+            await connection.execute(insert(self._table), rows)
 
     def committed(self) -> None:
         """Tell the local relay there is work (other replicas find it by polling)."""

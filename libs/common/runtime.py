@@ -58,6 +58,7 @@ class ServiceRuntime:
         access: Mapping[str, Access],
         service_names: list[str],
         internal_service_names: list[str] | None = None,
+        method_timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -74,6 +75,7 @@ class ServiceRuntime:
             policy=AccessPolicy(access),
             limiter=limiter,
             default_timeout_s=settings.grpc_default_timeout_s,
+            method_timeouts=method_timeouts,
         )
         self.grpc = GrpcServer(
             interceptor=interceptor,

@@ -7,6 +7,7 @@ may be a secret).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal, TypeVar
 
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "CommonSettings",
+    "EgressSettings",
     "SettingsError",
     "check_not_placeholder",
     "load_settings",
@@ -99,6 +101,31 @@ class CommonSettings(BaseSettings):
             raise SettingsError("DATABASE_URL: must be a postgresql:// or postgresql+asyncpg:// URL")
         if not self.nats_url.get_secret_value().startswith(("nats://", "tls://", "ws://", "wss://")):
             raise SettingsError("NATS_URL: must be a nats:// or tls:// URL")
+
+
+class EgressSettings(BaseSettings):
+    """Where outbound calls to LLM providers may go (the SSRF guard, DESIGN §5)."""
+
+    ssrf_allow_loopback: bool = False
+    """SSRF_ALLOW_LOOPBACK: let base URLs reach 127.0.0.0/8 and ::1 (local Ollama, stubs)."""
+    ssrf_allow_private: bool = False
+    """SSRF_ALLOW_PRIVATE: let base URLs reach private ranges (providers inside your network)."""
+    ssrf_allowed_networks: str = ""
+    """SSRF_ALLOWED_NETWORKS: comma-separated CIDRs always allowed (checked first)."""
+
+    @field_validator("ssrf_allowed_networks")
+    @classmethod
+    def _networks_are_cidrs(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"'{part}' is not a CIDR network") from None
+        return value
+
+    def allowed_networks(self) -> list[str]:
+        """SSRF_ALLOWED_NETWORKS as a list."""
+        return [p.strip() for p in self.ssrf_allowed_networks.split(",") if p.strip()]
 
 
 _S = TypeVar("_S", bound=BaseSettings)

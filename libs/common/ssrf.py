@@ -17,18 +17,22 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from urllib.parse import urlsplit
 
 import httpcore
+import httpcore2
 import httpx
+import httpx2
 
 __all__ = [
     "EgressPolicy",
     "EgressRefused",
     "check_url",
     "guarded_client",
+    "guarded_legacy_client",
     "is_egress_refusal",
     "validate_base_url",
 ]
@@ -149,76 +153,97 @@ async def check_url(url: str, policy: EgressPolicy, *, resolve_timeout_s: float 
             raise EgressRefused(f"resolves to a {reason}, which is not allowed")
 
 
-class _EgressConnectError(httpcore.ConnectError):
-    """Raised inside the HTTP client; httpx keeps it as the cause of its ConnectError."""
+class _EgressMarker:
+    """Mixed into the connect errors raised for refusals (the HTTP stacks keep them as causes)."""
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks every address, then connects to a checked one."""
+def _guarded_stack(core: ModuleType, client_module: ModuleType, create_ssl: Callable[..., object]) -> type:
+    """A transport class for one HTTP stack (httpx2/httpcore2, or legacy httpx/httpcore)."""
 
-    def __init__(self, policy: EgressPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
+    class EgressConnectError(core.ConnectError, _EgressMarker):  # type: ignore[misc, name-defined]
+        pass
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await asyncio.wait_for(_resolve(host, port), timeout)
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"name resolution failed: {type(exc).__name__}") from exc
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout("name resolution timed out") from exc
-        if not addresses:
-            raise httpcore.ConnectError("name resolution returned no address")
-        for address in addresses:
-            reason = self._policy.refusal(address)
-            if reason is not None:
-                raise _EgressConnectError(f"egress refused: {reason}")
-        return await self._inner.connect_tcp(
-            str(addresses[0]),
-            port,
-            timeout=timeout,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
+    class GuardedBackend(core.AsyncNetworkBackend):  # type: ignore[misc, name-defined]
+        """Resolves, checks every address, then connects to a checked one."""
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not allowed")
+        def __init__(self, policy: EgressPolicy) -> None:
+            self._policy = policy
+            self._inner = core.AnyIOBackend()
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Iterable[object] | None = None,
+        ) -> object:
+            try:
+                addresses = await asyncio.wait_for(_resolve(host, port), timeout)
+            except (OSError, UnicodeError) as exc:
+                raise core.ConnectError(f"name resolution failed: {type(exc).__name__}") from exc
+            except TimeoutError as exc:
+                raise core.ConnectTimeout("name resolution timed out") from exc
+            if not addresses:
+                raise core.ConnectError("name resolution returned no address")
+            for address in addresses:
+                reason = self._policy.refusal(address)
+                if reason is not None:
+                    raise EgressConnectError(f"egress refused: {reason}")
+            # Connect to the address just checked: no second lookup, no rebinding window.
+            return await self._inner.connect_tcp(
+                str(addresses[0]),
+                port,
+                timeout=timeout,
+                local_address=local_address,
+                socket_options=socket_options,
+            )
+
+        async def connect_unix_socket(
+            self, path: str, timeout: float | None = None, socket_options: Iterable[object] | None = None
+        ) -> object:
+            raise core.ConnectError("unix sockets are not allowed")
+
+        async def sleep(self, seconds: float) -> None:
+            await self._inner.sleep(seconds)
+
+    class GuardedTransport(client_module.AsyncHTTPTransport):  # type: ignore[misc, name-defined]
+        def __init__(self, policy: EgressPolicy, *, max_connections: int) -> None:
+            super().__init__(trust_env=False)
+            # The transports take no network backend; swap in a pool that uses ours.
+            self._pool = core.AsyncConnectionPool(
+                ssl_context=create_ssl(trust_env=False),
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+                network_backend=GuardedBackend(policy),
+            )
+
+    return GuardedTransport
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, policy: EgressPolicy, *, max_connections: int) -> None:
-        super().__init__(trust_env=False)
-        # httpx does not take a network backend; swap in a pool that uses ours.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-            network_backend=_GuardedBackend(policy),
-        )
+_TRANSPORT2 = _guarded_stack(httpcore2, httpx2, httpx2.create_ssl_context)
+_TRANSPORT1 = _guarded_stack(httpcore, httpx, httpx.create_ssl_context)
 
 
 def guarded_client(
     policy: EgressPolicy, *, timeout_s: float, max_connections: int = 100
+) -> httpx2.AsyncClient:
+    """An httpx2 client (what the model SDKs use) enforcing `policy`, never redirecting."""
+    return httpx2.AsyncClient(
+        transport=_TRANSPORT2(policy, max_connections=max_connections),
+        timeout=httpx2.Timeout(timeout_s),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def guarded_legacy_client(
+    policy: EgressPolicy, *, timeout_s: float, max_connections: int = 100
 ) -> httpx.AsyncClient:
-    """An httpx client that enforces `policy` on every connection and never redirects."""
+    """The same guard for SDKs still on legacy httpx (Groq)."""
     return httpx.AsyncClient(
-        transport=_GuardedTransport(policy, max_connections=max_connections),
+        transport=_TRANSPORT1(policy, max_connections=max_connections),
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
         trust_env=False,
@@ -230,7 +255,7 @@ def is_egress_refusal(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, (EgressRefused, _EgressConnectError)):
+        if isinstance(current, (EgressRefused, _EgressMarker)):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__

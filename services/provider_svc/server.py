@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grpc
+
 from agentmgr.v1 import (
     credential_pb2,
     credential_pb2_grpc,
@@ -10,6 +12,7 @@ from agentmgr.v1 import (
 )
 from libs.common.runtime import ServiceRuntime
 from libs.common.ssrf import EgressPolicy, guarded_client
+from services.provider_svc.agent_usage import AgentUsageClient
 from services.provider_svc.repository import ProviderRepository, outbox
 from services.provider_svc.service import ProviderService
 from services.provider_svc.servicer import (
@@ -52,6 +55,7 @@ class ProviderServer:
         self.repository = ProviderRepository()
         self.keyring = settings.keyring()
         self.service: ProviderService | None = None
+        self._channels: list[grpc.aio.Channel] = []
 
     async def start(self, address: str | None = None, internal_address: str | None = None) -> int:
         """Connect, start serving; returns the public gRPC port."""
@@ -65,6 +69,7 @@ class ProviderServer:
             egress=self.egress,
             encode=provider_json,
             validation_min_interval_s=settings.validation_min_interval_s,
+            agent_usage=self._agent_usage(),
         )
         self.service = service
         provider_pb2_grpc.add_ProviderServiceServicer_to_server(
@@ -106,6 +111,15 @@ class ProviderServer:
             internal_address or f"{host}:{settings.provider_internal_grpc_port}",
         )
 
+    def _agent_usage(self) -> AgentUsageClient | None:
+        if not self.settings.agent_svc_address:
+            return None
+        channel = grpc.aio.insecure_channel(self.settings.agent_svc_address)
+        self._channels.append(channel)
+        return AgentUsageClient(channel=channel, service_key=self.settings.service_api_key.get_secret_value())
+
     async def stop(self) -> None:
         """Graceful stop."""
         await self.runtime.stop()
+        for channel in self._channels:
+            await channel.close(None)

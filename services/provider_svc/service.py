@@ -352,7 +352,7 @@ class ProviderService:
                 new_key = check_api_key(changes.api_key, field_path="api_key")
                 self._check_key_for_type(type_, new_key, field_path="api_key")
             elif "type" in paths and type_ != current.type:
-                stored = await self._repo.get_with_credential(conn, current.id)
+                stored = await self._repo.get_with_credential(conn, current.id, for_update=True)
                 has_key = stored is not None and stored.ciphertext is not None
                 if type_.needs_api_key and not has_key:
                     raise InvalidArgument.for_field("api_key", f"required for type {type_.value}")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
-
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from libs.common.crypto import Keyring
-from libs.common.settings import CommonSettings
+from libs.common.settings import CommonSettings, EgressSettings
 
 __all__ = ["ProviderSettings"]
 
 
-class ProviderSettings(CommonSettings):
+class ProviderSettings(CommonSettings, EgressSettings):
     """Everything provider_svc reads from its environment."""
 
     provider_grpc_port: int = Field(default=50051, ge=0, le=65535)
@@ -21,14 +19,12 @@ class ProviderSettings(CommonSettings):
     """PROVIDER_INTERNAL_GRPC_PORT: CredentialService only (reachable by agent_svc alone)."""
     grpc_bind_host: str = "0.0.0.0"
     """GRPC_BIND_HOST: the address to bind (`127.0.0.1` under `make run`)."""
+    agent_svc_address: str = ""
+    """AGENT_SVC_ADDRESS: agent_svc's gRPC address; deletes check it for agents using the provider."""
+    service_api_key: SecretStr = Field(default=SecretStr(""))
+    """SERVICE_API_KEY: a `service`-role key for provider_svc's calls to agent_svc."""
     encryption_keys: SecretStr = Field(default=SecretStr(""))
     """ENCRYPTION_KEYS: Fernet keys, comma separated; the first encrypts, all decrypt."""
-    ssrf_allow_loopback: bool = False
-    """SSRF_ALLOW_LOOPBACK: let base URLs reach 127.0.0.0/8 and ::1 (local Ollama, stubs)."""
-    ssrf_allow_private: bool = False
-    """SSRF_ALLOW_PRIVATE: let base URLs reach private ranges (providers inside your network)."""
-    ssrf_allowed_networks: str = ""
-    """SSRF_ALLOWED_NETWORKS: comma-separated CIDRs always allowed (checked first)."""
     validation_timeout_s: float = Field(default=10.0, gt=0, le=120)
     """VALIDATION_TIMEOUT_S: time limit of one validation call."""
     validation_max_attempts: int = Field(default=4, ge=1, le=20)
@@ -54,20 +50,14 @@ class ProviderSettings(CommonSettings):
         Keyring.from_setting(value.get_secret_value())
         return value
 
-    @field_validator("ssrf_allowed_networks")
-    @classmethod
-    def _networks_are_cidrs(cls, value: str) -> str:
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            try:
-                ipaddress.ip_network(part, strict=False)
-            except ValueError:
-                raise ValueError(f"'{part}' is not a CIDR network") from None
-        return value
+    @model_validator(mode="after")
+    def _agent_check_needs_a_key(self) -> ProviderSettings:
+        if self.agent_svc_address and len(self.service_api_key.get_secret_value()) < 24:
+            raise ValueError(
+                "SERVICE_API_KEY is required (at least 24 characters) when AGENT_SVC_ADDRESS is set"
+            )
+        return self
 
     def keyring(self) -> Keyring:
         """The keyring built from ENCRYPTION_KEYS."""
         return Keyring.from_setting(self.encryption_keys.get_secret_value())
-
-    def allowed_networks(self) -> list[str]:
-        """SSRF_ALLOWED_NETWORKS as a list."""
-        return [p.strip() for p in self.ssrf_allowed_networks.split(",") if p.strip()]

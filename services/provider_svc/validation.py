@@ -21,7 +21,7 @@ import json
 import random
 from dataclasses import dataclass, replace
 
-import httpx
+import httpx2
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -120,7 +120,7 @@ def _parse_models(provider_type: ProviderType, body: bytes) -> tuple[str, ...] |
     return tuple(sorted(set(models)))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx2.Response) -> float | None:
     value = response.headers.get("retry-after", "")
     with contextlib.suppress(ValueError):
         return max(0.0, min(float(value), 3600.0))
@@ -130,7 +130,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 class ProviderProbe:
     """Calls a provider's model list and classifies the outcome."""
 
-    def __init__(self, client: httpx.AsyncClient, *, timeout_s: float) -> None:
+    def __init__(self, client: httpx2.AsyncClient, *, timeout_s: float) -> None:
         self._client = client
         self._timeout_s = timeout_s
 
@@ -149,11 +149,11 @@ class ProviderProbe:
                             return ProbeResult(
                                 ValidationStatus.UNEXPECTED_RESPONSE, "the model list was larger than 4 MiB"
                             )
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx2.TimeoutException):
             return ProbeResult(
                 ValidationStatus.TIMEOUT, f"no answer within {self._timeout_s:g} s", transient=True
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             if is_egress_refusal(exc):
                 return ProbeResult(ValidationStatus.UNREACHABLE, f"blocked by the egress policy ({exc})")
             return ProbeResult(
@@ -164,7 +164,7 @@ class ProviderProbe:
         return self._classify(provider.type, response, body)
 
     @staticmethod
-    def _classify(provider_type: ProviderType, response: httpx.Response, body: bytes) -> ProbeResult:
+    def _classify(provider_type: ProviderType, response: httpx2.Response, body: bytes) -> ProbeResult:
         code = response.status_code
         if code in (401, 403):
             return ProbeResult(

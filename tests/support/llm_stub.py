@@ -10,18 +10,27 @@ segment picks a behaviour, so one server covers every case:
 - `/broken/v1/...`     500
 - `/html/v1/...`       200 with a non-JSON body
 - `/redirect/v1/...`   302 to the metadata address
+
+Chat completions (`POST .../v1/chat/completions`) answer by calling the request's
+output tool with arguments scripted per model name: `stub.script("m", [a1, a2])` makes
+attempt 1 answer `a1`, attempt 2 `a2` (the attempt is read from the conversation, so
+the stub is stateless). A script entry may also be an `Http(status)` failure or
+`Slow(seconds, answer)`. Streaming (`"stream": true`) sends the arguments in chunks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import json
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -35,6 +44,49 @@ class SeenRequest:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Http:
+    """A scripted HTTP failure."""
+
+    status: int
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Slow:
+    """A scripted answer that takes `seconds`."""
+
+    seconds: float
+    answer: object
+
+
+def _completion(model: str, tool: str, arguments: str, usage: dict[str, int]) -> dict[str, object]:
+    return {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": tool, "arguments": arguments},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+    }
+
+
 @dataclass
 class LlmStub:
     """The stub's state: the accepted key, the models it lists, what it saw."""
@@ -43,6 +95,8 @@ class LlmStub:
     models: tuple[str, ...] = ("stub-large", "stub-small")
     slow_seconds: float = 5.0
     seen: list[SeenRequest] = field(default_factory=list)
+    chats: list[dict[str, object]] = field(default_factory=list)
+    scripts: dict[str, list[object]] = field(default_factory=dict)
     port: int = 0
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -83,12 +137,94 @@ class LlmStub:
             )
         return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
+    def script(self, model: str, answers: list[object]) -> None:
+        """Answers of the model named `model`, one per attempt (the last one repeats)."""
+        self.scripts[model] = answers
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        presented = request.headers.get("authorization", "")
+        self.seen.append(
+            SeenRequest(
+                method="POST", path=request.url.path, authorization=presented, headers=dict(request.headers)
+            )
+        )
+        self.chats.append(body)
+        if presented != f"Bearer {self.api_key}":
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {presented}",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+                status_code=401,
+            )
+        model = str(body.get("model", ""))
+        answers = self.scripts.get(model) or [{}]
+        attempt = sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
+        answer = answers[min(attempt, len(answers) - 1)]
+        if isinstance(answer, Slow):
+            await asyncio.sleep(answer.seconds)
+            answer = answer.answer
+        if isinstance(answer, Http):
+            headers = {"retry-after": answer.retry_after} if answer.retry_after else {}
+            return JSONResponse(
+                {"error": {"message": f"stub failure {answer.status}"}}, answer.status, headers
+            )
+        tools = body.get("tools") or [{}]
+        tool = str(tools[0].get("function", {}).get("name", "final_result"))
+        arguments = json.dumps(answer)
+        usage = {"prompt_tokens": 11 + attempt, "completion_tokens": 7}
+        if not body.get("stream"):
+            return JSONResponse(_completion(model, tool, arguments, usage))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
+                payload = {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **extra,
+                }
+                return f"data: {json.dumps(payload)}\n\n".encode()
+
+            yield chunk(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": tool, "arguments": ""},
+                        }
+                    ],
+                }
+            )
+            step = max(1, len(arguments) // 8)
+            for start in range(0, len(arguments), step):
+                yield chunk(
+                    {"tool_calls": [{"index": 0, "function": {"arguments": arguments[start : start + step]}}]}
+                )
+                await asyncio.sleep(0.01)
+            yield chunk({}, "tool_calls")
+            final = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+            yield f"data: {json.dumps({'id': 'chatcmpl-stub', 'object': 'chat.completion.chunk', 'created': 0, 'model': model, 'choices': [], 'usage': final})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
     def app(self) -> Starlette:
         """The ASGI app."""
         return Starlette(
             routes=[
                 Route("/v1/models", self._models),
                 Route("/{mode}/v1/models", self._models),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
 

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gentmgr/v1/agent.proto\x12\x0b\x61gentmgr.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x03\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0bprovider_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rsystem_prompt\x18\x07 \x01(\t\x12\x32\n\x0emodel_settings\x18\x08 \x01(\x0b\x32\x1a.agentmgr.v1.ModelSettings\x12\x16\n\x0eoutput_retries\x18\t \x01(\x05\x12.\n\x06labels\x18\n \x03(\x0b\x32\x1e.agentmgr.v1.Agent.LabelsEntry\x12\x0f\n\x07version\x18\x0b \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x02\n\rModelSettings\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\ttimeout_s\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x08 \x03(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x0c\n\n_timeout_sB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"K\n\x12\x43reateAgentRequest\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x13\x43reateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\".\n\x0fGetAgentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\"o\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentmgr.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x12UpdateAgentRequest\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\".\n\x12\x44\x65leteAgentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"8\n\x13\x44\x65leteAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\"M\n\x18ListAgentVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x19ListAgentVersionsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentmgr.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x80\x04\n\x0c\x41gentService\x12P\n\x0b\x43reateAgent\x12\x1f.agentmgr.v1.CreateAgentRequest\x1a .agentmgr.v1.CreateAgentResponse\x12G\n\x08GetAgent\x12\x1c.agentmgr.v1.GetAgentRequest\x1a\x1d.agentmgr.v1.GetAgentResponse\x12M\n\nListAgents\x12\x1e.agentmgr.v1.ListAgentsRequest\x1a\x1f.agentmgr.v1.ListAgentsResponse\x12P\n\x0bUpdateAgent\x12\x1f.agentmgr.v1.UpdateAgentRequest\x1a .agentmgr.v1.UpdateAgentResponse\x12P\n\x0b\x44\x65leteAgent\x12\x1f.agentmgr.v1.DeleteAgentRequest\x1a .agentmgr.v1.DeleteAgentResponse\x12\x62\n\x11ListAgentVersions\x12%.agentmgr.v1.ListAgentVersionsRequest\x1a&.agentmgr.v1.ListAgentVersionsResponseB<Z:github.com/agentmgr/agentmgr/gen/go/agentmgr/v1;agentmgrv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gentmgr/v1/agent.proto\x12\x0b\x61gentmgr.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0bprovider_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rsystem_prompt\x18\x07 \x01(\t\x12\x32\n\x0emodel_settings\x18\x08 \x01(\x0b\x32\x1a.agentmgr.v1.ModelSettings\x12\x1b\n\x0eoutput_retries\x18\t \x01(\x05H\x00\x88\x01\x01\x12.\n\x06labels\x18\n \x03(\x0b\x32\x1e.agentmgr.v1.Agent.LabelsEntry\x12\x0f\n\x07version\x18\x0b \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_output_retries\"\xc3\x02\n\rModelSettings\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\ttimeout_s\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x08 \x03(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x0c\n\n_timeout_sB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"K\n\x12\x43reateAgentRequest\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x13\x43reateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\".\n\x0fGetAgentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\"o\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentmgr.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x12UpdateAgentRequest\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\".\n\x12\x44\x65leteAgentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"8\n\x13\x44\x65leteAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentmgr.v1.Agent\"M\n\x18ListAgentVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x19ListAgentVersionsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentmgr.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x80\x04\n\x0c\x41gentService\x12P\n\x0b\x43reateAgent\x12\x1f.agentmgr.v1.CreateAgentRequest\x1a .agentmgr.v1.CreateAgentResponse\x12G\n\x08GetAgent\x12\x1c.agentmgr.v1.GetAgentRequest\x1a\x1d.agentmgr.v1.GetAgentResponse\x12M\n\nListAgents\x12\x1e.agentmgr.v1.ListAgentsRequest\x1a\x1f.agentmgr.v1.ListAgentsResponse\x12P\n\x0bUpdateAgent\x12\x1f.agentmgr.v1.UpdateAgentRequest\x1a .agentmgr.v1.UpdateAgentResponse\x12P\n\x0b\x44\x65leteAgent\x12\x1f.agentmgr.v1.DeleteAgentRequest\x1a .agentmgr.v1.DeleteAgentResponse\x12\x62\n\x11ListAgentVersions\x12%.agentmgr.v1.ListAgentVersionsRequest\x1a&.agentmgr.v1.ListAgentVersionsResponseB<Z:github.com/agentmgr/agentmgr/gen/go/agentmgr/v1;agentmgrv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENT_LABELSENTRY']._loaded_options = None
   _globals['_AGENT_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_AGENT']._serialized_start=108
-  _globals['_AGENT']._serialized_end=538
-  _globals['_AGENT_LABELSENTRY']._serialized_start=493
-  _globals['_AGENT_LABELSENTRY']._serialized_end=538
-  _globals['_MODELSETTINGS']._serialized_start=541
-  _globals['_MODELSETTINGS']._serialized_end=864
-  _globals['_CREATEAGENTREQUEST']._serialized_start=866
-  _globals['_CREATEAGENTREQUEST']._serialized_end=941
-  _globals['_CREATEAGENTRESPONSE']._serialized_start=943
-  _globals['_CREATEAGENTRESPONSE']._serialized_end=999
-  _globals['_GETAGENTREQUEST']._serialized_start=1001
-  _globals['_GETAGENTREQUEST']._serialized_end=1047
-  _globals['_GETAGENTRESPONSE']._serialized_start=1049
-  _globals['_GETAGENTRESPONSE']._serialized_end=1102
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1104
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1215
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1217
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1298
-  _globals['_UPDATEAGENTREQUEST']._serialized_start=1300
-  _globals['_UPDATEAGENTREQUEST']._serialized_end=1404
-  _globals['_UPDATEAGENTRESPONSE']._serialized_start=1406
-  _globals['_UPDATEAGENTRESPONSE']._serialized_end=1462
-  _globals['_DELETEAGENTREQUEST']._serialized_start=1464
-  _globals['_DELETEAGENTREQUEST']._serialized_end=1510
-  _globals['_DELETEAGENTRESPONSE']._serialized_start=1512
-  _globals['_DELETEAGENTRESPONSE']._serialized_end=1568
-  _globals['_LISTAGENTVERSIONSREQUEST']._serialized_start=1570
-  _globals['_LISTAGENTVERSIONSREQUEST']._serialized_end=1647
-  _globals['_LISTAGENTVERSIONSRESPONSE']._serialized_start=1649
-  _globals['_LISTAGENTVERSIONSRESPONSE']._serialized_end=1737
-  _globals['_AGENTSERVICE']._serialized_start=1740
-  _globals['_AGENTSERVICE']._serialized_end=2252
+  _globals['_AGENT']._serialized_end=562
+  _globals['_AGENT_LABELSENTRY']._serialized_start=498
+  _globals['_AGENT_LABELSENTRY']._serialized_end=543
+  _globals['_MODELSETTINGS']._serialized_start=565
+  _globals['_MODELSETTINGS']._serialized_end=888
+  _globals['_CREATEAGENTREQUEST']._serialized_start=890
+  _globals['_CREATEAGENTREQUEST']._serialized_end=965
+  _globals['_CREATEAGENTRESPONSE']._serialized_start=967
+  _globals['_CREATEAGENTRESPONSE']._serialized_end=1023
+  _globals['_GETAGENTREQUEST']._serialized_start=1025
+  _globals['_GETAGENTREQUEST']._serialized_end=1071
+  _globals['_GETAGENTRESPONSE']._serialized_start=1073
+  _globals['_GETAGENTRESPONSE']._serialized_end=1126
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1128
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1239
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1241
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1322
+  _globals['_UPDATEAGENTREQUEST']._serialized_start=1324
+  _globals['_UPDATEAGENTREQUEST']._serialized_end=1428
+  _globals['_UPDATEAGENTRESPONSE']._serialized_start=1430
+  _globals['_UPDATEAGENTRESPONSE']._serialized_end=1486
+  _globals['_DELETEAGENTREQUEST']._serialized_start=1488
+  _globals['_DELETEAGENTREQUEST']._serialized_end=1534
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=1536
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=1592
+  _globals['_LISTAGENTVERSIONSREQUEST']._serialized_start=1594
+  _globals['_LISTAGENTVERSIONSREQUEST']._serialized_end=1671
+  _globals['_LISTAGENTVERSIONSRESPONSE']._serialized_start=1673
+  _globals['_LISTAGENTVERSIONSRESPONSE']._serialized_end=1761
+  _globals['_AGENTSERVICE']._serialized_start=1764
+  _globals['_AGENTSERVICE']._serialized_end=2276
 # @@protoc_insertion_point(module_scope)

@@ -109,18 +109,20 @@ class Agent(_message.Message):
         model: _builtins.str = ...,
         system_prompt: _builtins.str = ...,
         model_settings: Global___ModelSettings | None = ...,
-        output_retries: _builtins.int = ...,
+        output_retries: _builtins.int | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         version: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "model_settings", b"model_settings", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_output_retries", b"_output_retries", "create_time", b"create_time", "model_settings", b"model_settings", "output_retries", b"output_retries", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "labels", b"labels", "model", b"model", "model_settings", b"model_settings", "name", b"name", "output_retries", b"output_retries", "project", b"project", "provider_id", b"provider_id", "system_prompt", b"system_prompt", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_retries", b"_output_retries", "create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "labels", b"labels", "model", b"model", "model_settings", b"model_settings", "name", b"name", "output_retries", b"output_retries", "project", b"project", "provider_id", b"provider_id", "system_prompt", b"system_prompt", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__output_retries: _TypeAlias = _typing.Literal["output_retries"]  # noqa: Y015
+    _WhichOneofArgType__output_retries: _TypeAlias = _typing.Literal["_output_retries", b"_output_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_retries) -> _WhichOneofReturnType__output_retries | None: ...
 
 Global___Agent: _TypeAlias = Agent  # noqa: Y015
 

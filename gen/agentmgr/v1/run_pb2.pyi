@@ -130,8 +130,9 @@ class RunError(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """code is one of PROVIDER_AUTH_FAILED, PROVIDER_RATE_LIMITED, PROVIDER_ERROR,
-    PROVIDER_TIMEOUT, PROVIDER_UNREACHABLE, PROVIDER_NOT_FOUND, OUTPUT_INVALID,
-    RUN_TIMEOUT, INTERNAL.
+    PROVIDER_TIMEOUT, PROVIDER_UNREACHABLE, PROVIDER_REJECTED, PROVIDER_NOT_FOUND,
+    MODEL_NOT_FOUND, OUTPUT_INVALID, RUN_TIMEOUT, UNAVAILABLE (an agentmgr dependency
+    such as provider_svc was unreachable), INTERNAL.
     """
     message: _builtins.str
     """message explains the failure for humans."""

@@ -1,0 +1,60 @@
+"""`python -m services.agent_svc [serve|migrate]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from libs.common.logging import configure_logging, get_logger
+from libs.common.migrate import run_migrations
+from libs.common.settings import SettingsError, load_settings
+from services.agent_svc.repository import SCHEMA
+from services.agent_svc.settings import AgentSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _serve(settings: AgentSettings) -> None:
+    from services.agent_svc.server import AgentServer
+
+    server = AgentServer(settings)
+    await server.start()
+    await server.runtime.wait_for_shutdown()
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit code 2 for a bad configuration."""
+    parser = argparse.ArgumentParser(prog="python -m services.agent_svc")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(AgentSettings)
+        settings.require_infrastructure()
+    except SettingsError as exc:
+        print(f"agent_svc: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        service="agent_svc",
+        secrets=[
+            settings.service_api_key.get_secret_value(),
+            settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else "",
+        ],
+    )
+    if args.command == "migrate":
+        run_migrations(
+            migrations_dir=MIGRATIONS, database_url=settings.database_url.get_secret_value(), schema=SCHEMA
+        )
+        get_logger("agent_svc").info("migrated", schema=SCHEMA)
+        return 0
+    import uvloop
+
+    uvloop.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""agent_svc's composition root: builds every part and wires them together."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+
+from agentmgr.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc, task_pb2, task_pb2_grpc
+from libs.common.runtime import ServiceRuntime
+from libs.common.ssrf import EgressPolicy, guarded_client, guarded_legacy_client
+from services.agent_svc.invalidation import CacheInvalidator
+from services.agent_svc.models import HttpClients
+from services.agent_svc.providers import ProviderClient
+from services.agent_svc.repository import AgentRepository, RunRepository, TaskRepository, outbox
+from services.agent_svc.runs import RunEngine, RunService, RunWorker, StaleRunReaper
+from services.agent_svc.schema_compiler import SchemaCompiler
+from services.agent_svc.service import AgentService, TaskService
+from services.agent_svc.servicer import (
+    ACCESS,
+    METHOD_TIMEOUTS,
+    AgentServicer,
+    RunServicer,
+    TaskServicer,
+    agent_json,
+    run_json,
+    task_json,
+)
+from services.agent_svc.settings import AgentSettings
+
+__all__ = ["AgentServer"]
+
+
+def _service_name(descriptor: object, name: str) -> str:
+    return str(descriptor.services_by_name[name].full_name)  # type: ignore[attr-defined]
+
+
+class AgentServer:
+    """The agent service process: agents, tasks, runs, the registry and the run worker."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.runtime = ServiceRuntime(
+            name="agent_svc",
+            settings=settings,
+            outbox_table=outbox,
+            access=ACCESS,
+            service_names=[
+                _service_name(agent_pb2.DESCRIPTOR, "AgentService"),
+                _service_name(task_pb2.DESCRIPTOR, "TaskService"),
+                _service_name(run_pb2.DESCRIPTOR, "RunService"),
+            ],
+            method_timeouts=METHOD_TIMEOUTS,
+        )
+        self.egress = EgressPolicy.from_settings(
+            allow_loopback=settings.ssrf_allow_loopback,
+            allow_private=settings.ssrf_allow_private,
+            allowed_networks=settings.allowed_networks(),
+        )
+        self.compiler = SchemaCompiler()
+        self._channels: list[grpc.aio.Channel] = []
+        self.providers: ProviderClient | None = None
+        self.runs: RunService | None = None
+        self.engine: RunEngine | None = None
+        self.invalidator: CacheInvalidator | None = None
+
+    async def start(self, address: str | None = None) -> int:
+        """Connect, start serving; returns the gRPC port."""
+        runtime, settings = self.runtime, self.settings
+        await runtime.connect()
+        public = grpc.aio.insecure_channel(settings.provider_svc_address)
+        internal = grpc.aio.insecure_channel(settings.provider_internal_address)
+        self._channels = [public, internal]
+        providers = ProviderClient(
+            public=public,
+            internal=internal,
+            service_key=settings.service_api_key.get_secret_value(),
+            ttl_s=settings.credential_ttl_s,
+        )
+        self.providers = providers
+        agents_repo, tasks_repo, runs_repo = AgentRepository(), TaskRepository(), RunRepository()
+        agent_service = AgentService(
+            engine=runtime.engine,
+            repository=agents_repo,
+            outbox=runtime.outbox,
+            providers=providers,
+            encode=agent_json,
+        )
+        task_service = TaskService(
+            engine=runtime.engine,
+            repository=tasks_repo,
+            outbox=runtime.outbox,
+            compiler=self.compiler,
+            encode=task_json,
+        )
+        run_service = RunService(
+            engine=runtime.engine,
+            runs=runs_repo,
+            agents=agents_repo,
+            tasks=tasks_repo,
+            outbox=runtime.outbox,
+            run_engine=None,
+            encode=run_json,
+        )
+        http = HttpClients(
+            modern=guarded_client(self.egress, timeout_s=settings.http_timeout_s, max_connections=512),
+            legacy=guarded_legacy_client(self.egress, timeout_s=settings.http_timeout_s, max_connections=512),
+        )
+        engine = RunEngine(
+            compiler=self.compiler,
+            providers=providers,
+            http=http,
+            agents=run_service.agent_version,
+            tasks=run_service.task_version,
+            capacity=settings.registry_capacity,
+        )
+        run_service.attach_engine(engine)
+        self.runs, self.engine = run_service, engine
+        self.invalidator = CacheInvalidator(js=runtime.js, registry=engine.registry, providers=providers)
+        server = runtime.grpc.server
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agent_service), server)
+        task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(task_service), server)
+        run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(run_service), server)
+        runtime.add_job("cache-invalidator", self.invalidator.run)
+        runtime.add_job(
+            "run-worker", RunWorker(js=runtime.js, service=run_service, concurrency=settings.run_workers).run
+        )
+        runtime.add_job(
+            "stale-run-reaper", StaleRunReaper(service=run_service, grace=dt.timedelta(seconds=900)).run
+        )
+        return await runtime.start(address or f"{settings.grpc_bind_host}:{settings.agent_grpc_port}")
+
+    async def stop(self) -> None:
+        """Graceful stop: in-flight calls finish, then runs started for departed callers."""
+        await self.runtime.grpc.set_serving(False)
+        if self.runs is not None:
+            await self.runs.drain(self.settings.shutdown_grace_s)
+        await self.runtime.stop()
+        for channel in self._channels:
+            await channel.close(None)

@@ -1,0 +1,422 @@
+"""gRPC ⇄ domain for AgentService, TaskService and RunService; no logic of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+from google.protobuf import timestamp_pb2
+
+from agentmgr.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc, task_pb2, task_pb2_grpc
+from libs.common.auth import Access
+from libs.common.grpc_server import current_principal
+from libs.common.jsonvalue import JsonObject
+from libs.common.protojson import dict_to_struct, message_to_json, struct_to_dict
+from services.agent_svc.domain import Agent, ModelSettings, Run, Task
+from services.agent_svc.runs import RunRequest, RunService
+from services.agent_svc.service import (
+    AgentChanges,
+    AgentDraft,
+    AgentService,
+    TaskChanges,
+    TaskDraft,
+    TaskService,
+)
+
+__all__ = [
+    "ACCESS",
+    "METHOD_TIMEOUTS",
+    "AgentServicer",
+    "RunServicer",
+    "TaskServicer",
+    "agent_json",
+    "run_json",
+    "task_json",
+]
+
+_A, _T, _R = "/agentmgr.v1.AgentService/", "/agentmgr.v1.TaskService/", "/agentmgr.v1.RunService/"
+ACCESS: dict[str, Access] = {
+    _A + "CreateAgent": Access.WRITE,
+    _A + "GetAgent": Access.READ,
+    _A + "ListAgents": Access.READ,
+    _A + "UpdateAgent": Access.WRITE,
+    _A + "DeleteAgent": Access.WRITE,
+    _A + "ListAgentVersions": Access.READ,
+    _T + "CreateTask": Access.WRITE,
+    _T + "GetTask": Access.READ,
+    _T + "ListTasks": Access.READ,
+    _T + "UpdateTask": Access.WRITE,
+    _T + "DeleteTask": Access.WRITE,
+    _T + "ListTaskVersions": Access.READ,
+    _T + "CheckTaskSchema": Access.READ,
+    # Running costs money: viewers may read runs but not start them.
+    _R + "CreateRun": Access.WRITE,
+    _R + "StartRun": Access.WRITE,
+    _R + "StreamRun": Access.WRITE,
+    _R + "GetRun": Access.READ,
+    _R + "ListRuns": Access.READ,
+}
+METHOD_TIMEOUTS: dict[str, float] = {
+    # A run may take up to its agent's timeout_s (at most 600 s) when the caller set no deadline.
+    _R + "CreateRun": 660.0,
+}
+
+
+def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _settings_to_proto(settings: ModelSettings) -> agent_pb2.ModelSettings:
+    message = agent_pb2.ModelSettings(stop_sequences=list(settings.stop_sequences))
+    for name in (
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "timeout_s",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
+        value = getattr(settings, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+def _settings_from_proto(message: agent_pb2.ModelSettings) -> ModelSettings:
+    def opt(name: str) -> float | None:
+        return float(getattr(message, name)) if message.HasField(name) else None  # type: ignore[arg-type]
+
+    def opt_int(name: str) -> int | None:
+        return int(getattr(message, name)) if message.HasField(name) else None  # type: ignore[arg-type]
+
+    return ModelSettings(
+        temperature=opt("temperature"),
+        max_tokens=opt_int("max_tokens"),
+        top_p=opt("top_p"),
+        timeout_s=opt("timeout_s"),
+        seed=opt_int("seed"),
+        presence_penalty=opt("presence_penalty"),
+        frequency_penalty=opt("frequency_penalty"),
+        stop_sequences=tuple(message.stop_sequences),
+    )
+
+
+def agent_to_proto(agent: Agent) -> agent_pb2.Agent:
+    """The wire form of an agent version."""
+    return agent_pb2.Agent(
+        id=agent.id,
+        project=agent.project,
+        name=agent.name,
+        description=agent.description,
+        provider_id=agent.provider_id,
+        model=agent.model,
+        system_prompt=agent.system_prompt,
+        model_settings=_settings_to_proto(agent.model_settings),
+        output_retries=agent.output_retries,
+        labels=dict(agent.labels),
+        version=agent.version,
+        create_time=_timestamp(agent.create_time),
+        update_time=_timestamp(agent.update_time),
+        etag=agent.etag,
+    )
+
+
+def task_to_proto(task: Task) -> task_pb2.Task:
+    """The wire form of a task version."""
+    return task_pb2.Task(
+        id=task.id,
+        project=task.project,
+        name=task.name,
+        description=task.description,
+        instructions=task.instructions,
+        prompt_template=task.prompt_template,
+        response_schema=dict_to_struct(task.response_schema),
+        variables=list(task.variables),
+        version=task.version,
+        create_time=_timestamp(task.create_time),
+        update_time=_timestamp(task.update_time),
+        etag=task.etag,
+    )
+
+
+def run_to_proto(run: Run) -> run_pb2.Run:
+    """The wire form of a run."""
+    message = run_pb2.Run(
+        id=run.id,
+        project=run.project,
+        agent_id=run.agent_id,
+        agent_version=run.agent_version,
+        task_id=run.task_id,
+        task_version=run.task_version,
+        variables=dict_to_struct(run.variables),
+        prompt=run.prompt,
+        status=run.status.value,
+        usage=run_pb2.Usage(
+            requests=run.usage.requests,
+            input_tokens=run.usage.input_tokens,
+            output_tokens=run.usage.output_tokens,
+        ),
+        attempts=run.attempts,
+        latency_ms=run.latency_ms,
+        create_time=_timestamp(run.create_time),
+    )
+    if run.output is not None:
+        message.output.CopyFrom(dict_to_struct(run.output))
+    if run.error is not None:
+        message.error.CopyFrom(run_pb2.RunError(code=run.error.code.value, message=run.error.message))
+    if run.start_time is not None:
+        message.start_time.CopyFrom(_timestamp(run.start_time))
+    if run.end_time is not None:
+        message.end_time.CopyFrom(_timestamp(run.end_time))
+    return message
+
+
+def agent_json(agent: Agent) -> JsonObject:
+    """An agent as REST returns it and events carry it."""
+    return message_to_json(agent_to_proto(agent))
+
+
+def task_json(task: Task) -> JsonObject:
+    """A task as REST returns it and events carry it."""
+    return message_to_json(task_to_proto(task))
+
+
+def run_json(run: Run) -> JsonObject:
+    """A run as REST returns it and events carry it."""
+    return message_to_json(run_to_proto(run))
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    """AgentService over gRPC."""
+
+    def __init__(self, service: AgentService) -> None:
+        self._service = service
+
+    async def CreateAgent(  # noqa: N802
+        self, request: agent_pb2.CreateAgentRequest, context: object
+    ) -> agent_pb2.CreateAgentResponse:
+        a = request.agent
+        agent = await self._service.create(
+            current_principal(),
+            AgentDraft(
+                project=a.project,
+                name=a.name,
+                description=a.description,
+                provider_id=a.provider_id,
+                model=a.model,
+                system_prompt=a.system_prompt,
+                model_settings=_settings_from_proto(a.model_settings),
+                output_retries=a.output_retries if a.HasField("output_retries") else None,
+                labels=dict(a.labels),
+                request_id=request.request_id,
+            ),
+        )
+        return agent_pb2.CreateAgentResponse(agent=agent_to_proto(agent))
+
+    async def GetAgent(
+        self, request: agent_pb2.GetAgentRequest, context: object
+    ) -> agent_pb2.GetAgentResponse:  # noqa: N802
+        agent = await self._service.get(current_principal(), request.id, version=request.version)
+        return agent_pb2.GetAgentResponse(agent=agent_to_proto(agent))
+
+    async def ListAgents(  # noqa: N802
+        self, request: agent_pb2.ListAgentsRequest, context: object
+    ) -> agent_pb2.ListAgentsResponse:
+        agents, token = await self._service.list_page(
+            current_principal(),
+            page_size_=request.page_size,
+            page_token=request.page_token,
+            project=request.project,
+            provider_id=request.provider_id,
+            label=request.label,
+        )
+        return agent_pb2.ListAgentsResponse(agents=[agent_to_proto(a) for a in agents], next_page_token=token)
+
+    async def UpdateAgent(  # noqa: N802
+        self, request: agent_pb2.UpdateAgentRequest, context: object
+    ) -> agent_pb2.UpdateAgentResponse:
+        a = request.agent
+        agent = await self._service.update(
+            current_principal(),
+            AgentChanges(
+                id=a.id,
+                etag=a.etag,
+                paths=list(request.update_mask.paths),
+                name=a.name,
+                description=a.description,
+                provider_id=a.provider_id,
+                model=a.model,
+                system_prompt=a.system_prompt,
+                model_settings=_settings_from_proto(a.model_settings),
+                output_retries=a.output_retries if a.HasField("output_retries") else None,
+                labels=dict(a.labels),
+            ),
+        )
+        return agent_pb2.UpdateAgentResponse(agent=agent_to_proto(agent))
+
+    async def DeleteAgent(  # noqa: N802
+        self, request: agent_pb2.DeleteAgentRequest, context: object
+    ) -> agent_pb2.DeleteAgentResponse:
+        agent = await self._service.delete(current_principal(), request.id, etag=request.etag)
+        return agent_pb2.DeleteAgentResponse(agent=agent_to_proto(agent))
+
+    async def ListAgentVersions(  # noqa: N802
+        self, request: agent_pb2.ListAgentVersionsRequest, context: object
+    ) -> agent_pb2.ListAgentVersionsResponse:
+        agents, token = await self._service.list_versions(
+            current_principal(), request.id, page_size_=request.page_size, page_token=request.page_token
+        )
+        return agent_pb2.ListAgentVersionsResponse(
+            agents=[agent_to_proto(a) for a in agents], next_page_token=token
+        )
+
+
+class TaskServicer(task_pb2_grpc.TaskServiceServicer):
+    """TaskService over gRPC."""
+
+    def __init__(self, service: TaskService) -> None:
+        self._service = service
+
+    async def CreateTask(
+        self, request: task_pb2.CreateTaskRequest, context: object
+    ) -> task_pb2.CreateTaskResponse:  # noqa: N802
+        t = request.task
+        task = await self._service.create(
+            current_principal(),
+            TaskDraft(
+                project=t.project,
+                name=t.name,
+                description=t.description,
+                instructions=t.instructions,
+                prompt_template=t.prompt_template,
+                response_schema=struct_to_dict(t.response_schema),
+                request_id=request.request_id,
+            ),
+        )
+        return task_pb2.CreateTaskResponse(task=task_to_proto(task))
+
+    async def GetTask(self, request: task_pb2.GetTaskRequest, context: object) -> task_pb2.GetTaskResponse:  # noqa: N802
+        task = await self._service.get(current_principal(), request.id, version=request.version)
+        return task_pb2.GetTaskResponse(task=task_to_proto(task))
+
+    async def ListTasks(
+        self, request: task_pb2.ListTasksRequest, context: object
+    ) -> task_pb2.ListTasksResponse:  # noqa: N802
+        tasks, token = await self._service.list_page(
+            current_principal(),
+            page_size_=request.page_size,
+            page_token=request.page_token,
+            project=request.project,
+        )
+        return task_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
+
+    async def UpdateTask(
+        self, request: task_pb2.UpdateTaskRequest, context: object
+    ) -> task_pb2.UpdateTaskResponse:  # noqa: N802
+        t = request.task
+        task = await self._service.update(
+            current_principal(),
+            TaskChanges(
+                id=t.id,
+                etag=t.etag,
+                paths=list(request.update_mask.paths),
+                name=t.name,
+                description=t.description,
+                instructions=t.instructions,
+                prompt_template=t.prompt_template,
+                response_schema=struct_to_dict(t.response_schema),
+            ),
+        )
+        return task_pb2.UpdateTaskResponse(task=task_to_proto(task))
+
+    async def DeleteTask(
+        self, request: task_pb2.DeleteTaskRequest, context: object
+    ) -> task_pb2.DeleteTaskResponse:  # noqa: N802
+        task = await self._service.delete(current_principal(), request.id, etag=request.etag)
+        return task_pb2.DeleteTaskResponse(task=task_to_proto(task))
+
+    async def ListTaskVersions(  # noqa: N802
+        self, request: task_pb2.ListTaskVersionsRequest, context: object
+    ) -> task_pb2.ListTaskVersionsResponse:
+        tasks, token = await self._service.list_versions(
+            current_principal(), request.id, page_size_=request.page_size, page_token=request.page_token
+        )
+        return task_pb2.ListTaskVersionsResponse(
+            tasks=[task_to_proto(t) for t in tasks], next_page_token=token
+        )
+
+    async def CheckTaskSchema(  # noqa: N802
+        self, request: task_pb2.CheckTaskSchemaRequest, context: object
+    ) -> task_pb2.CheckTaskSchemaResponse:
+        verdict = self._service.check_schema(struct_to_dict(request.response_schema))
+        return task_pb2.CheckTaskSchemaResponse(
+            valid=not verdict.errors,
+            errors=[task_pb2.SchemaIssue(pointer=e.pointer, message=e.message) for e in verdict.errors],
+            warnings=[
+                task_pb2.SchemaIssue(
+                    pointer=w.pointer, message=w.message, provider_types=list(w.provider_types)
+                )
+                for w in verdict.warnings
+            ],
+            schema_hash=verdict.schema_hash,
+        )
+
+
+def _run_request(message: run_pb2.RunInput) -> RunRequest:
+    return RunRequest(
+        agent_id=message.agent_id,
+        agent_version=message.agent_version,
+        task_id=message.task_id,
+        task_version=message.task_version,
+        variables=struct_to_dict(message.variables),
+        prompt=message.prompt,
+    )
+
+
+class RunServicer(run_pb2_grpc.RunServiceServicer):
+    """RunService over gRPC."""
+
+    def __init__(self, service: RunService) -> None:
+        self._service = service
+
+    async def CreateRun(
+        self, request: run_pb2.CreateRunRequest, context: object
+    ) -> run_pb2.CreateRunResponse:  # noqa: N802
+        run = await self._service.create(
+            current_principal(), _run_request(request.input), request_id=request.request_id
+        )
+        return run_pb2.CreateRunResponse(run=run_to_proto(run))
+
+    async def StartRun(self, request: run_pb2.StartRunRequest, context: object) -> run_pb2.StartRunResponse:  # noqa: N802
+        run = await self._service.start(
+            current_principal(), _run_request(request.input), request_id=request.request_id
+        )
+        return run_pb2.StartRunResponse(run=run_to_proto(run))
+
+    async def StreamRun(  # noqa: N802  # an async generator, as grpc.aio allows
+        self, request: run_pb2.StreamRunRequest, context: object
+    ) -> AsyncIterator[run_pb2.StreamRunResponse]:
+        async for item in self._service.stream(current_principal(), _run_request(request.input)):
+            if isinstance(item, Run):
+                yield run_pb2.StreamRunResponse(run=run_to_proto(item))
+            else:
+                yield run_pb2.StreamRunResponse(partial_output=dict_to_struct(item))
+
+    async def GetRun(self, request: run_pb2.GetRunRequest, context: object) -> run_pb2.GetRunResponse:  # noqa: N802
+        run = await self._service.get(current_principal(), request.id)
+        return run_pb2.GetRunResponse(run=run_to_proto(run))
+
+    async def ListRuns(self, request: run_pb2.ListRunsRequest, context: object) -> run_pb2.ListRunsResponse:  # noqa: N802
+        runs, token = await self._service.list_page(
+            current_principal(),
+            page_size_=request.page_size,
+            page_token=request.page_token,
+            project=request.project,
+            agent_id=request.agent_id,
+            task_id=request.task_id,
+            status=request.status,
+        )
+        return run_pb2.ListRunsResponse(runs=[run_to_proto(r) for r in runs], next_page_token=token)
