@@ -98,6 +98,7 @@ class System:
         self.encryption_keys = generate_key()
         self.admin_key = ""
         self.service_key = ""
+        self.last_env: dict[str, str] = {}
 
     async def start(self, schemas: dict[str, Path]) -> None:
         self.database_url = await asyncio.to_thread(self.pg.start)
@@ -132,6 +133,7 @@ class System:
             "LOG_LEVEL": "WARNING",
             **(extra or {}),
         }
+        self.last_env = env
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log

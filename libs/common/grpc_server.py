@@ -41,7 +41,9 @@ from libs.common.grpc_errors import to_grpc_status
 from libs.common.logging import get_logger
 from libs.common.ratelimit import RateLimiter
 
-__all__ = ["AccessPolicy", "CallInterceptor", "GrpcServer", "current_principal"]
+__all__ = ["LIVENESS", "AccessPolicy", "CallInterceptor", "GrpcServer", "current_principal"]
+
+LIVENESS = "liveness"
 
 _log = get_logger(__name__)
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("agentmgr_principal")
@@ -272,12 +274,23 @@ class GrpcServer:
         return port
 
     async def set_serving(self, serving: bool) -> None:
-        """Report SERVING / NOT_SERVING for the server and each service."""
+        """Readiness: SERVING / NOT_SERVING for the server ("") and each service."""
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", *self._service_names):
             await self._health.set(name, status)
+
+    async def set_alive(self, alive: bool) -> None:
+        """Liveness (health service name `liveness`): only the process's own state.
+
+        A PostgreSQL or NATS outage turns readiness off but not liveness: restarting the
+        pod would not bring the database back.
+        """
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if alive else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._health.set(LIVENESS, status)
 
     async def stop(self, *, grace_s: float, drain_delay_s: float = 0.0) -> None:
         """NOT_SERVING, let load balancers notice, refuse new calls, finish in-flight ones."""

@@ -169,6 +169,7 @@ class ServiceRuntime:
         await asyncio.wait_for(self.keys.ready.wait(), timeout=30)
         for server in self._servers():
             await server.set_serving(True)
+            await server.set_alive(True)
         _log.info("service_started", port=self.port, internal_port=self.internal_port)
         return self.port
 

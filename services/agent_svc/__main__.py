@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(AgentSettings)
         settings.require_infrastructure()
+        if args.command == "serve":
+            settings.require_service_key()
     except SettingsError as exc:
         print(f"agent_svc: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from libs.common.settings import CommonSettings, EgressSettings, check_not_placeholder
+from libs.common.settings import CommonSettings, EgressSettings, SettingsError, check_not_placeholder
 
 __all__ = ["AgentSettings"]
 
@@ -35,9 +35,15 @@ class AgentSettings(CommonSettings, EgressSettings):
     @classmethod
     def _service_key_is_real(cls, value: SecretStr) -> SecretStr:
         secret = value.get_secret_value()
-        if not secret:
-            raise ValueError("required (a service-role key: `agentmgr keys create --role service`)")
-        check_not_placeholder(secret)
-        if len(secret) < 24:
-            raise ValueError("must be at least 24 characters")
+        if secret:
+            check_not_placeholder(secret)
+            if len(secret) < 24:
+                raise ValueError("must be at least 24 characters")
         return value
+
+    def require_service_key(self) -> None:
+        """Serving needs SERVICE_API_KEY (migrating does not)."""
+        if not self.service_api_key.get_secret_value():
+            raise SettingsError(
+                "SERVICE_API_KEY: required (a service-role key: `agentmgr keys create --role service`)"
+            )

@@ -245,3 +245,19 @@ class LlmStub:
             self._server.should_exit = True
             self._server.force_exit = True
             await self._task
+
+
+def main() -> None:
+    """Serve the stub standalone (benchmarks): `python -m tests.support.llm_stub PORT KEY [MODEL=JSON ...]`."""
+    import sys
+
+    port, key = int(sys.argv[1]), sys.argv[2]
+    stub = LlmStub(api_key=key)
+    for spec in sys.argv[3:]:
+        model, _, answer = spec.partition("=")
+        stub.script(model, [json.loads(answer)])
+    uvicorn.run(stub.app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
