@@ -14,12 +14,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 PROTO_FILES := $(wildcard protos/agentmgr/v1/*.proto)
+WEB := services/gateway/web
+WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/public -type f 2>/dev/null) $(wildcard $(WEB)/index.html $(WEB)/*.ts $(WEB)/*.json)
+CHROMIUM := /usr/bin/chromium
 
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help install run test test-fast lint fmt proto proto-check bench clean
+.PHONY: help install run test test-fast lint fmt proto proto-check bench web web-test clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,13 +44,31 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.synced node_modules/.installed ## create .venv and node_modules from the lockfiles
 
-run: install ## run the whole system (embedded PostgreSQL + NATS unless DATABASE_URL/NATS_URL)
+# The console is built with the machine's Node/npm, and only when its sources changed.
+$(WEB)/dist/index.html: $(WEB_SOURCES)
+	@if [ -f $(WEB)/package.json ]; then \
+		echo "building the web console"; \
+		cd $(WEB) && npm install --no-audit --no-fund --loglevel=error && npm run build --silent && touch dist/index.html; \
+	fi
+
+web: $(WEB)/dist/index.html ## build the web console (when its sources changed)
+
+web-test: $(WEB)/dist/index.html ## the console's component tests (Vitest)
+	@if [ -f $(WEB)/package.json ]; then cd $(WEB) && npm test --silent; fi
+
+# Browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+run: install web ## run the whole system (embedded PostgreSQL + NATS unless DATABASE_URL/NATS_URL)
 	@$(VENV)/bin/agentmgr run
 
-test: install lint ## lint, then the whole suite against real PostgreSQL and NATS
+test: install lint web web-test $(CHROMIUM) ## lint, console tests, then the whole suite on real PostgreSQL and NATS
 	@$(PY) -m pytest -q
 
-test-fast: $(VENV)/.synced ## the suite without lint (for a quick loop)
+test-fast: $(VENV)/.synced web ## the Python suite without lint (for a quick loop)
 	@$(PY) -m pytest -q
 
 lint: install proto-check ## ruff, mypy --strict, buf lint, generated code up to date

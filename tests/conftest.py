@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -39,6 +40,8 @@ from libs.common.migrate import run_migrations
 from services.agent_svc.repository import SCHEMA as AGENT_SCHEMA
 from services.agent_svc.server import AgentServer
 from services.agent_svc.settings import AgentSettings
+from services.gateway.server import GatewayServer
+from services.gateway.settings import GatewaySettings
 from services.provider_svc.repository import SCHEMA as PROVIDER_SCHEMA
 from services.provider_svc.server import ProviderServer
 from services.provider_svc.settings import ProviderSettings
@@ -432,3 +435,58 @@ async def stack(
         yield running
     finally:
         await stop_stack(running)
+
+
+# --- the gateway -------------------------------------------------------------------
+
+
+def gateway_settings(*, nats_url: str, provider_address: str, agent_address: str, **overrides: object) -> GatewaySettings:
+    """Settings for a gateway under test."""
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "provider_svc_address": provider_address,
+        "agent_svc_address": agent_address,
+        "http_bind_host": "127.0.0.1",
+        "http_port": 0,
+        "rate_limit_rps": 0.0,
+        "shutdown_grace_s": 5.0,
+        "shutdown_drain_delay_s": 0.0,
+        **overrides,
+    }
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class GatewayHandle:
+    """A running gateway and an HTTP client for it."""
+
+    server: GatewayServer
+    url: str
+    http: httpx.AsyncClient
+
+    def ws_url(self, path: str = "/v1/ws") -> str:
+        return self.url.replace("http://", "ws://") + path
+
+
+async def start_gateway(stack: Stack, nats_url: str, **overrides: object) -> GatewayHandle:
+    server = GatewayServer(
+        gateway_settings(
+            nats_url=nats_url,
+            provider_address=f"127.0.0.1:{stack.provider.runtime.port}",
+            agent_address=f"127.0.0.1:{stack.agent.runtime.port}",
+            **overrides,
+        )
+    )
+    port = await server.start()
+    url = f"http://127.0.0.1:{port}"
+    return GatewayHandle(server=server, url=url, http=httpx.AsyncClient(base_url=url, timeout=30))
+
+
+@pytest.fixture(scope="module")
+async def gateway(stack: Stack, nats_server: NatsHandle) -> AsyncIterator[GatewayHandle]:
+    handle = await start_gateway(stack, nats_server.url)
+    try:
+        yield handle
+    finally:
+        await handle.http.aclose()
+        await handle.server.stop()

@@ -8,11 +8,13 @@ or SIGTERM stops the services (gracefully) and then the servers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,23 +43,48 @@ class ServiceSpec:
     """DESIGN §7 default."""
     schema: str | None
     """Its database schema, migrated before start (None: no database)."""
+    http: bool = False
+    """Serves HTTP (readiness is `/readyz`) rather than gRPC (readiness is grpc.health.v1)."""
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
+# make run is for a laptop: providers on loopback (Ollama, a local stub) are allowed.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         name="provider_svc",
         port_variable="PROVIDER_GRPC_PORT",
         default_port=50051,
         schema="provider_svc",
-        # make run is for a laptop: let providers on loopback (Ollama, a local stub) validate.
-        extra_env={"SSRF_ALLOW_LOOPBACK": "true", "PROVIDER_INTERNAL_GRPC_PORT": "50061"},
+        extra_env={"SSRF_ALLOW_LOOPBACK": "true"},
     ),
+    ServiceSpec(
+        name="agent_svc",
+        port_variable="AGENT_GRPC_PORT",
+        default_port=50052,
+        schema="agent_svc",
+        extra_env={"SSRF_ALLOW_LOOPBACK": "true"},
+    ),
+    ServiceSpec(name="gateway", port_variable="HTTP_PORT", default_port=8080, schema=None, http=True),
 )
 
 
 def _port(spec: ServiceSpec) -> int:
     return int(os.environ.get(spec.port_variable) or spec.default_port)
+
+
+def _wait_http_ready(port: int, process: subprocess.Popen[bytes], *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with code {process.returncode} while starting")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"not ready on port {port} after {timeout_s:.0f} s")
 
 
 def _wait_serving(port: int, process: subprocess.Popen[bytes], *, timeout_s: float) -> None:
@@ -114,8 +141,15 @@ def run_system(services: Sequence[ServiceSpec] = SERVICES) -> int:
                     database_url=database_url,
                     schema=spec.schema,
                 )
+        ports = {spec.name: _port(spec) for spec in services}
+        internal_port = int(os.environ.get("PROVIDER_INTERNAL_GRPC_PORT") or 50061)
         env = {
             **os.environ,
+            "PROVIDER_INTERNAL_GRPC_PORT": str(internal_port),
+            "PROVIDER_SVC_ADDRESS": f"127.0.0.1:{ports.get('provider_svc', 50051)}",
+            "PROVIDER_INTERNAL_ADDRESS": f"127.0.0.1:{internal_port}",
+            "AGENT_SVC_ADDRESS": f"127.0.0.1:{ports.get('agent_svc', 50052)}",
+            "HTTP_BIND_HOST": os.environ.get("HTTP_BIND_HOST", "127.0.0.1"),
             "DATABASE_URL": database_url,
             "NATS_URL": nats_url,
             "ENCRYPTION_KEYS": os.environ.get("ENCRYPTION_KEYS") or secrets["ENCRYPTION_KEYS"],
@@ -140,7 +174,10 @@ def run_system(services: Sequence[ServiceSpec] = SERVICES) -> int:
             )
             children.append((spec, process))
             try:
-                _wait_serving(port, process, timeout_s=60)
+                if spec.http:
+                    _wait_http_ready(port, process, timeout_s=60)
+                else:
+                    _wait_serving(port, process, timeout_s=60)
             except (RuntimeError, TimeoutError) as exc:
                 print(f"{spec.name} failed to start: {exc}", file=sys.stderr)
                 return 1
@@ -149,6 +186,7 @@ def run_system(services: Sequence[ServiceSpec] = SERVICES) -> int:
                 "database_url": database_url,
                 "nats_url": nats_url,
                 **{f"{s.name}_address": f"127.0.0.1:{_port(s)}" for s in services},
+                "http_url": f"http://127.0.0.1:{ports.get('gateway', 8080)}",
                 "pid": os.getpid(),
             }
         )
@@ -183,17 +221,26 @@ def run_system(services: Sequence[ServiceSpec] = SERVICES) -> int:
 
 
 def _banner(services: Sequence[ServiceSpec], admin_key: str) -> None:
+    ports = {spec.name: _port(spec) for spec in services}
+    http = f"http://127.0.0.1:{ports.get('gateway', 8080)}"
     lines = ["", "agentmgr is running", ""]
+    if "gateway" in ports:
+        lines += [
+            f"  console        {http}/",
+            f"  REST API       {http}/v1",
+            f"  API docs       {http}/docs",
+            f"  WebSocket      {http.replace('http', 'ws', 1)}/v1/ws?api_key=…",
+        ]
     for spec in services:
-        lines.append(f"  {spec.name:<14} grpc://127.0.0.1:{_port(spec)}")
+        if not spec.http:
+            lines.append(f"  {spec.name:<14} grpc://127.0.0.1:{ports[spec.name]}")
     lines += [
         "",
         f"  admin API key  {admin_key}",
         "",
-        "  try:  buf curl --protocol grpc --http2-prior-knowledge \\",
-        f"          -H 'authorization: Bearer {admin_key}' \\",
-        '          -d \'{"provider": {"name": "offline", "type": "test"}}\' \\',
-        f"          http://127.0.0.1:{_port(services[0])}/agentmgr.v1.ProviderService/CreateProvider",
+        "  try:  curl -s -H 'Authorization: Bearer " + admin_key + "' \\",
+        '          -H \'content-type: application/json\' -d \'{"name": "offline", "type": "test"}\' \\',
+        f"          {http}/v1/providers",
         "",
         "  Ctrl-C stops everything; data stays in " + str(data_dir()),
         "",

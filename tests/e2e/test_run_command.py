@@ -23,9 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RunningSystem:
+    """`agentmgr run` as a subprocess, every port a free one; `port` is provider_svc's gRPC port."""
+
     def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.http_port = free_port()
+        self.agent_port = free_port()
+        self.internal_port = free_port()
         self.extra_env = env or {}
         self.output: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
@@ -36,7 +41,16 @@ class RunningSystem:
             for k, v in os.environ.items()
             if k not in ("DATABASE_URL", "NATS_URL", "BOOTSTRAP_ADMIN_KEY", "ENCRYPTION_KEYS")
         }
-        env.update({"DATA_DIR": str(self.data_dir), "PROVIDER_GRPC_PORT": str(self.port), **self.extra_env})
+        env.update(
+            {
+                "DATA_DIR": str(self.data_dir),
+                "PROVIDER_GRPC_PORT": str(self.port),
+                "PROVIDER_INTERNAL_GRPC_PORT": str(self.internal_port),
+                "AGENT_GRPC_PORT": str(self.agent_port),
+                "HTTP_PORT": str(self.http_port),
+                **self.extra_env,
+            }
+        )
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -66,6 +80,11 @@ class RunningSystem:
         assert self.process is not None and self.process.stdout is not None
         while line := await self.process.stdout.readline():
             self.output.append(line.decode())
+
+    @property
+    def url(self) -> str:
+        """The gateway (REST, console)."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -1,0 +1,107 @@
+"""FastAPI dependencies shared by every route: the caller, the backends, backend calls.
+
+The gateway authenticates the key itself (from the same watched key bucket as the
+services) so that a bad key is refused without a backend hop and rate limits apply
+per key; the services authenticate it again — they never trust the gateway.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+import grpc
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from libs.common.auth import KeyStore, Principal
+from libs.common.errors import DomainError, ResourceExhausted, Unauthenticated, Unavailable
+from libs.common.ratelimit import RateLimiter
+from services.gateway.clients import Backends, CallContext
+from services.gateway.settings import GatewaySettings
+
+__all__ = ["BackendsDep", "Caller", "CallerDep", "GatewayError", "SettingsDep", "call", "etag_from"]
+
+T = TypeVar("T")
+
+_bearer = HTTPBearer(auto_error=False, description="an agentmgr API key (`agentmgr keys create`)")
+
+
+class GatewayError(Exception):
+    """A domain error or failed backend call, turned into an HTTP response by the app."""
+
+    def __init__(self, error: DomainError | grpc.RpcError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Caller:
+    """The authenticated caller of a request and its call context."""
+
+    def __init__(self, principal: Principal, context: CallContext) -> None:
+        self.principal = principal
+        self.context = context
+
+
+def _state(request: Request) -> tuple[KeyStore, RateLimiter | None, GatewaySettings]:
+    state = request.app.state
+    return state.keys, state.limiter, state.settings
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    """The gateway's settings."""
+    settings: GatewaySettings = request.app.state.settings
+    return settings
+
+
+def get_backends(request: Request) -> Backends:
+    """The gRPC backends."""
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_request_id: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """Authenticate the bearer key and apply the per-key rate limit."""
+    keys, limiter, settings = _state(request)
+    if not keys.ready.is_set():
+        raise GatewayError(Unavailable("the gateway is starting; retry shortly"))
+    if credentials is None:
+        raise GatewayError(Unauthenticated("missing API key: send 'Authorization: Bearer <key>'"))
+    try:
+        principal = keys.authenticate(credentials.credentials)
+    except DomainError as exc:
+        raise GatewayError(exc) from None
+    if limiter is not None:
+        wait = limiter.acquire(principal.key_id)
+        if wait is not None:
+            raise GatewayError(ResourceExhausted("rate limit exceeded for this API key", retry_after=wait))
+    request_id = (x_request_id or "")[:128] or uuid.uuid4().hex
+    request.state.request_id = request_id
+    return Caller(principal, CallContext(credentials.credentials, request_id, settings.request_timeout_s))
+
+
+async def call(awaitable: Awaitable[T]) -> T:
+    """Await a backend call; a failure becomes the matching HTTP error."""
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as exc:
+        raise GatewayError(exc) from None
+
+
+def etag_from(body_etag: str | None, if_match: str | None) -> str:
+    """The etag of a body field or an `If-Match` header (quotes and `W/` removed)."""
+    value = body_etag or if_match or ""
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]

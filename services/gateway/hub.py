@@ -1,0 +1,254 @@
+"""Event fan-out to WebSocket and Socket.IO clients (DESIGN §3, "WebSocket").
+
+One `EventHub` per gateway replica follows the JetStream event stream with an ordered
+consumer from "new" — every replica sees every event and delivers it to its own
+clients. Each event is parsed and serialized once, whatever the number of clients.
+
+Each client is a `Subscriber`: per subscribed topic it keeps the latest pending event
+of each resource (a newer state of a resource replaces the older one in place), and a
+token bucket lets at most `rate` messages a second leave per topic. The latest state
+of every resource therefore always arrives, however fast resources change. A client
+that falls so far behind that `max_pending` resources wait for it, or that takes more
+than `send_timeout_s` to accept a message, is disconnected — never buffered without
+bound. Clients see only events of the projects their key grants; a revoked key's
+connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from prometheus_client import Counter, Gauge
+
+from libs.common.auth import KeyStore, Principal
+from libs.common.errors import DomainError
+from libs.common.jsonvalue import JsonObject
+from libs.common.logging import get_logger
+from libs.common.messaging import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+
+__all__ = ["TOPICS", "EventHub", "Outgoing", "SlowConsumer", "Subscriber", "parse_topics"]
+
+TOPICS = ("providers", "agents", "tasks", "runs")
+_log = get_logger(__name__)
+
+CLIENTS = Gauge("agentmgr_realtime_clients", "Connected real-time clients", ["transport"])
+EVENTS_IN = Counter("agentmgr_events_received_total", "Events received from NATS", ["topic"])
+EVENTS_OUT = Counter(
+    "agentmgr_events_fanned_out_total", "Event messages sent to clients", ["topic", "transport"]
+)
+DISCONNECTS = Counter(
+    "agentmgr_realtime_disconnects_total", "Clients disconnected by the gateway", ["reason"]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event, prepared once for every client."""
+
+    topic: str
+    resource: str
+    """The event's subject (`providers/prv_…`): the unit of coalescing."""
+    project: str
+    event: JsonObject
+    frame: str
+    """`{"type": "event", "topic": …, "event": …}` serialized, for WebSocket clients."""
+
+
+class SlowConsumer(Exception):
+    """The client cannot keep up."""
+
+
+def parse_topics(frame: object) -> list[str] | str:
+    """The topics of a subscribe/unsubscribe frame, or why they are wrong."""
+    topics = frame.get("topics") if isinstance(frame, dict) else None
+    if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
+        return "'topics' must be a non-empty list of topic names"
+    unknown = [t for t in topics if t not in TOPICS]
+    if unknown:
+        return f"unknown topic '{unknown[0]}'; topics are {', '.join(TOPICS)}"
+    return [str(t) for t in topics]
+
+
+Send = Callable[[Outgoing], Awaitable[None]]
+
+
+class _Bucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a token was taken, else seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Subscriber:
+    """One client's subscriptions, pending events and pacing."""
+
+    def __init__(
+        self,
+        *,
+        principal: Principal,
+        api_key: str,
+        send: Send,
+        transport: str,
+        rate: float,
+        max_pending: int,
+        send_timeout_s: float,
+    ) -> None:
+        self.principal = principal
+        self.api_key = api_key
+        self.transport = transport
+        self._send = send
+        self._rate = rate
+        self._max_pending = max_pending
+        self._send_timeout_s = send_timeout_s
+        self.topics: set[str] = set()
+        self._pending: dict[str, OrderedDict[str, Outgoing]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._wake = asyncio.Event()
+        self.closed_reason: str | None = None
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Start receiving these topics."""
+        for topic in topics:
+            self.topics.add(topic)
+            self._pending.setdefault(topic, OrderedDict())
+            self._buckets.setdefault(topic, _Bucket(self._rate))
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Stop receiving these topics (pending events of them are dropped)."""
+        for topic in topics:
+            self.topics.discard(topic)
+            self._pending.pop(topic, None)
+
+    def offer(self, item: Outgoing) -> None:
+        """Queue an event for this client, replacing an older state of the same resource."""
+        if item.topic not in self.topics or not self.principal.can_see(item.project):
+            return
+        pending = self._pending[item.topic]
+        pending[item.resource] = item  # an existing key keeps its place: fair across resources
+        if len(pending) > self._max_pending:
+            self.closed_reason = "slow consumer: too many pending events"
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver pending events at the allowed pace until the client is closed."""
+        while True:
+            if self.closed_reason is not None:
+                raise SlowConsumer(self.closed_reason)
+            wait = None
+            for topic, pending in list(self._pending.items()):
+                while pending:
+                    delay = self._buckets[topic].take()
+                    if delay:
+                        wait = delay if wait is None else min(wait, delay)
+                        break
+                    _, item = pending.popitem(last=False)
+                    try:
+                        await asyncio.wait_for(self._send(item), self._send_timeout_s)
+                    except TimeoutError:
+                        raise SlowConsumer("slow consumer: a message was not accepted in time") from None
+                    EVENTS_OUT.labels(topic, self.transport).inc()
+            self._wake.clear()
+            if wait is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+
+
+class EventHub:
+    """Follows the event stream and offers every event to every subscriber."""
+
+    def __init__(self, *, js: JetStreamContext, keys: KeyStore) -> None:
+        self._js = js
+        self._keys = keys
+        self.subscribers: set[Subscriber] = set()
+        self._revoked: dict[Subscriber, Callable[[], Awaitable[None]]] = {}
+        self.ready = asyncio.Event()
+
+    def add(self, subscriber: Subscriber, on_revoked: Callable[[], Awaitable[None]]) -> None:
+        """Register a connected client."""
+        self.subscribers.add(subscriber)
+        self._revoked[subscriber] = on_revoked
+        CLIENTS.labels(subscriber.transport).inc()
+
+    def remove(self, subscriber: Subscriber) -> None:
+        """Forget a disconnected client."""
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            self._revoked.pop(subscriber, None)
+            CLIENTS.labels(subscriber.transport).dec()
+
+    def publish(self, subject: str, data: bytes) -> None:
+        """Fan one event out (the NATS callback; also used by tests and benchmarks)."""
+        parts = subject.split(".")
+        if len(parts) != 4 or parts[2] not in TOPICS:
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        topic = parts[2]
+        EVENTS_IN.labels(topic).inc()
+        item = Outgoing(
+            topic=topic,
+            resource=str(event.get("subject", "")),
+            project=str(event.get("project", "")),
+            event=event,
+            frame=json.dumps({"type": "event", "topic": topic, "event": event}, separators=(",", ":")),
+        )
+        for subscriber in self.subscribers:
+            subscriber.offer(item)
+
+    async def _on_message(self, message: Msg) -> None:
+        self.publish(message.subject, message.data)
+
+    async def _watch_revocations(self) -> None:
+        """Close connections whose key was revoked (checked every second)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for subscriber in list(self.subscribers):
+                try:
+                    self._keys.authenticate(subscriber.api_key)
+                except DomainError:
+                    close = self._revoked.get(subscriber)
+                    if close is not None:
+                        DISCONNECTS.labels("revoked").inc()
+                        await close()
+
+    async def run(self) -> None:
+        """Follow the stream until cancelled."""
+        subscription = await self._js.subscribe(
+            f"{EVENTS_SUBJECT_PREFIX}.>",
+            stream=EVENTS_STREAM,
+            cb=self._on_message,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            pending_msgs_limit=100_000,
+        )
+        self.ready.set()
+        try:
+            await self._watch_revocations()
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

@@ -1,0 +1,129 @@
+"""The gateway's composition root: NATS, the key mirror, the event hub, the HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+
+import uvicorn
+from nats.aio.client import Client as NatsClient
+
+from libs.common.auth import KeyStore, ensure_bootstrap_admin_key
+from libs.common.logging import get_logger, redactor
+from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
+from services.gateway.app import GatewayApp, create_app
+from services.gateway.clients import Backends
+from services.gateway.hub import EventHub
+from services.gateway.settings import GatewaySettings
+
+__all__ = ["GatewayServer"]
+
+_log = get_logger(__name__)
+
+
+class GatewayServer:
+    """REST + real time over HTTP; no business logic (that is in the services)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.keys = KeyStore()
+        self.port = 0
+        self.app: GatewayApp | None = None
+        self.hub: EventHub | None = None
+        self._nats: NatsClient | None = None
+        self._backends: Backends | None = None
+        self._server: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._jobs: list[asyncio.Task[None]] = []
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Connect and serve; returns the bound HTTP port."""
+        settings = self.settings
+        settings.require_nats()
+        redactor.register(settings.nats_url.get_secret_value())
+        nc = await connect(settings.nats_url.get_secret_value(), name="gateway")
+        self._nats = nc
+        js = nc.jetstream(timeout=5.0)
+        await ensure_streams(js, replicas=settings.nats_stream_replicas)
+        bucket = await ensure_api_key_bucket(js, replicas=settings.nats_stream_replicas)
+        bootstrap = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
+        generated = await ensure_bootstrap_admin_key(bucket, bootstrap)
+        if generated is not None:
+            print(f"agentmgr bootstrap admin key (shown once): {generated}", file=sys.stdout, flush=True)
+        hub = EventHub(js=js, keys=self.keys)
+        self.hub = hub
+        self._jobs = [
+            asyncio.create_task(self.keys.run(bucket), name="api-key-watch"),
+            asyncio.create_task(hub.run(), name="event-hub"),
+        ]
+        self._backends = Backends(
+            provider_address=settings.provider_svc_address, agent_address=settings.agent_svc_address
+        )
+        self.app = create_app(
+            settings=settings,
+            backends=self._backends,
+            keys=self.keys,
+            hub=hub,
+            nats_connected=lambda: nc.is_connected,
+        )
+        await asyncio.wait_for(self.keys.ready.wait(), timeout=30)
+        await asyncio.wait_for(hub.ready.wait(), timeout=30)
+        sock = socket.socket(socket.AF_INET6 if ":" in (host or settings.http_bind_host) else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or settings.http_bind_host, settings.http_port if port is None else port))
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self.app.asgi,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ws_max_size=settings.ws_max_frame_bytes,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            server_header=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()
+            await asyncio.sleep(0.01)
+        _log.info("gateway_started", port=self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Not ready first, then finish in-flight requests, then close everything."""
+        if self.app is not None:
+            self.app.api.state.draining = True
+            if self.settings.shutdown_drain_delay_s:
+                await asyncio.sleep(self.settings.shutdown_drain_delay_s)
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._serving
+        for job in self._jobs:
+            job.cancel()
+        for job in self._jobs:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
+        if self._backends is not None:
+            await self._backends.close()
+        if self._nats is not None:
+            await self._nats.close()
+        _log.info("gateway_stopped")
+
+    async def wait_for_shutdown(self) -> None:
+        """Return on SIGTERM/SIGINT or when the HTTP server dies."""
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        assert self._serving is not None
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, self._serving, *self._jobs}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
