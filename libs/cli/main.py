@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from libs.cli.local import LocalState, data_dir
+from libs.cli.rest import add_commands, run_command
 from libs.common.auth import ALL_PROJECTS, Role, create_api_key, list_api_keys, revoke_api_key
 from libs.common.crypto import Keyring, generate_key
 from libs.common.logging import configure_logging
@@ -136,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("gen-key", help="print a new encryption key for ENCRYPTION_KEYS")
     commands.add_parser("migrate", help="migrate every service's schema (DATABASE_URL)")
+    add_commands(commands)
     return parser
 
 
@@ -156,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return _migrate(args)
-    return 2
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ __all__ = [
     "Role",
     "create_api_key",
     "ensure_bootstrap_admin_key",
+    "ensure_service_key",
     "generate_api_key",
     "hash_api_key",
     "list_api_keys",
@@ -287,6 +288,16 @@ async def _key_names(kv: KeyValue) -> list[str]:
         return [n for n in await kv.keys() if n != _BOOTSTRAP_MARKER]
     except NoKeysError:  # nats-py's answer for an empty bucket
         return []
+
+
+async def ensure_service_key(kv: KeyValue, key: str) -> None:
+    """Register a service's own SERVICE_API_KEY (role `service`, all projects) if absent.
+
+    Idempotent and race-free (`create` fails when the key exists), and a key an operator
+    revoked stays revoked: an existing record is never touched.
+    """
+    with contextlib.suppress(KeyWrongLastSequenceError):
+        await create_api_key(kv, name="service", project=ALL_PROJECTS, role=Role.SERVICE, key=key)
 
 
 async def ensure_bootstrap_admin_key(kv: KeyValue, configured: str | None) -> str | None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -34,12 +35,14 @@ from libs.common.errors import (
     DeadlineExceeded,
     DomainError,
     Internal,
+    InvalidArgument,
     ResourceExhausted,
     Unavailable,
 )
 from libs.common.grpc_errors import to_grpc_status
 from libs.common.logging import get_logger
 from libs.common.ratelimit import RateLimiter
+from libs.common.textcheck import find_nul
 
 __all__ = ["LIVENESS", "AccessPolicy", "CallInterceptor", "GrpcServer", "current_principal"]
 
@@ -147,6 +150,13 @@ class CallInterceptor(_Interceptor):
             )
         raise NotImplementedError(f"{method}: client-streaming methods are not used by agentmgr")
 
+    @staticmethod
+    def _check_text(request: object) -> None:
+        if isinstance(request, Message):
+            field = find_nul(request)
+            if field is not None:
+                raise InvalidArgument.for_field(field, "must not contain NUL characters")
+
     def _admit(self, method: str, access: Access | None, context: Context) -> Principal:
         metadata = context.invocation_metadata()
         principal = self._keys.authenticate(_bearer(metadata))
@@ -177,6 +187,7 @@ class CallInterceptor(_Interceptor):
             code = "OK"
             try:
                 self._admit(method, access, context)
+                self._check_text(request)
                 async with asyncio.timeout(self._timeout(method, context)):
                     return await behavior(request, context)  # type: ignore[misc]
             except BaseException as exc:
@@ -194,6 +205,7 @@ class CallInterceptor(_Interceptor):
             code = "OK"
             try:
                 self._admit(method, access, context)
+                self._check_text(request)
                 # No default timeout here: a stream lives as long as its caller wants;
                 # a deadline the caller set is enforced by gRPC itself.
                 async for item in behavior(request, context):  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from prometheus_client import start_http_server
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common.auth import Access, KeyStore, ensure_bootstrap_admin_key
+from libs.common.auth import Access, KeyStore, ensure_bootstrap_admin_key, ensure_service_key
 from libs.common.db import create_engine
 from libs.common.grpc_server import AccessPolicy, CallInterceptor, GrpcServer
 from libs.common.logging import get_logger, redactor
@@ -134,6 +134,10 @@ class ServiceRuntime:
         api_keys = await ensure_api_key_bucket(js, replicas=settings.nats_stream_replicas)
         bootstrap = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
         generated = await ensure_bootstrap_admin_key(api_keys, bootstrap)
+        service_key = getattr(settings, "service_api_key", None)
+        if service_key is not None and service_key.get_secret_value():
+            redactor.register(service_key.get_secret_value())
+            await ensure_service_key(api_keys, service_key.get_secret_value())
         if generated is not None:
             # Printed once, on the terminal — not logged: logs are shipped and kept.
             print(f"agentmgr bootstrap admin key (shown once): {generated}", file=sys.stdout, flush=True)

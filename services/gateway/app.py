@@ -11,13 +11,15 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.auth import KeyStore
-from libs.common.errors import FieldViolation, InvalidArgument
+from libs.common.errors import FieldViolation, Internal, InvalidArgument
+from libs.common.logging import get_logger
 from libs.common.ratelimit import RateLimiter
 from services.gateway.clients import Backends
 from services.gateway.deps import CallerDep, GatewayError
@@ -31,6 +33,7 @@ from services.gateway.websocket import websocket_endpoint
 
 __all__ = ["GatewayApp", "create_app"]
 
+_log = get_logger(__name__)
 REQUESTS = Counter("agentmgr_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
     "agentmgr_http_request_seconds",
@@ -147,6 +150,35 @@ class GatewayApp:
     socketio: SocketIOBridge
 
 
+_HTTP_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+}
+
+
+def _clean_openapi(api: FastAPI) -> None:
+    """Publish what the API really does: no 422 (validation errors are 400 with our body)."""
+    original = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = original()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented customisation
+
+
 def create_app(
     *,
     settings: GatewaySettings,
@@ -185,6 +217,18 @@ def create_app(
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(_validation_error(exc))
 
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework-level refusals (unparseable body, unknown method) get the same body.
+        code = _HTTP_CODES.get(exc.status_code, "INVALID_ARGUMENT" if exc.status_code < 500 else "INTERNAL")
+        body = {"error": {"code": code, "message": str(exc.detail), "details": []}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @api.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.exception("http_internal_error", path=request.url.path)
+        return error_response(Internal("internal error"))
+
     @api.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
@@ -220,7 +264,13 @@ def create_app(
             {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
         )
 
-    @api.get("/metrics", tags=["system"], summary="Prometheus metrics")
+    @api.get(
+        "/metrics",
+        tags=["system"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
     async def metrics() -> Response:
         """Requests, latencies, real-time clients, events fanned out."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -235,6 +285,7 @@ def create_app(
             expose_headers=["ETag", "X-Request-ID", "Retry-After"],
         )
     _mount_console(api)
+    _clean_openapi(api)
     bridge = SocketIOBridge(keys=keys, hub=hub, settings=settings)
     return GatewayApp(
         api=api, asgi=BodyLimit(bridge.asgi(api), max_bytes=settings.max_body_bytes), socketio=bridge

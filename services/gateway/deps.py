@@ -7,6 +7,7 @@ per key; the services authenticate it again — they never trust the gateway.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar
@@ -25,6 +26,7 @@ __all__ = ["BackendsDep", "Caller", "CallerDep", "GatewayError", "SettingsDep", 
 
 T = TypeVar("T")
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _bearer = HTTPBearer(auto_error=False, description="an agentmgr API key (`agentmgr keys create`)")
 
 
@@ -80,7 +82,10 @@ async def get_caller(
         wait = limiter.acquire(principal.key_id)
         if wait is not None:
             raise GatewayError(ResourceExhausted("rate limit exceeded for this API key", retry_after=wait))
-    request_id = (x_request_id or "")[:128] or uuid.uuid4().hex
+    # Forwarded as gRPC metadata, which takes printable ASCII only: anything else is replaced.
+    request_id = (
+        x_request_id[:128] if x_request_id and _REQUEST_ID.fullmatch(x_request_id[:128]) else uuid.uuid4().hex
+    )
     request.state.request_id = request_id
     return Caller(principal, CallContext(credentials.credentials, request_id, settings.request_timeout_s))
 

@@ -8,9 +8,10 @@ value of the wrong type, is a 400 naming the field.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "Agent",
@@ -57,8 +58,53 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=_NAME, description="unique in the project: 1-63 of a-z, 0-9, '-'")]
+ProjectName = Annotated[str, Field(pattern=r"^$|" + _NAME, description="`default` when empty")]
+Version = Annotated[int, Field(ge=0, le=2**31 - 1, description="0: the current version")]
+
+
+def _bad_value(value: object, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """The first value a JSON body may not carry: lone surrogates, NUL, NaN/Infinity."""
+    if depth > 64:
+        return path, "is nested too deeply"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path, "must not contain NUL characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, "is not valid Unicode (a lone surrogate)"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return path, "must be a finite number"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _bad_value(key, path, depth + 1) or _bad_value(
+                item, f"{path}.{key}" if path else str(key), depth + 1
+            )
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _bad_value(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+    return None
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data: object) -> object:
+        # Values protobuf cannot encode or PostgreSQL cannot store are refused here,
+        # naming the field, instead of failing deeper with an internal error.
+        found = _bad_value(data, "")
+        if found:
+            raise ValueError(f"{found[0] or 'body'} {found[1]}")
+        return data
 
 
 # --- errors ------------------------------------------------------------------------
@@ -129,9 +175,9 @@ class Provider(_Out):
 class ProviderCreate(_In):
     """A provider to create."""
 
-    name: str
+    name: Name
     type: ProviderType
-    project: str = ""
+    project: ProjectName = ""
     base_url: str = ""
     api_key: str = Field(default="", description="write-only; stored encrypted")
     config: JsonObject = Field(default_factory=dict)
@@ -141,7 +187,7 @@ class ProviderCreate(_In):
 class ProviderUpdate(_In):
     """The fields to change (present fields only); `etag` guards against lost updates."""
 
-    name: str | None = None
+    name: Name | None = None
     type: ProviderType | None = None
     base_url: str | None = None
     api_key: str | None = Field(default=None, description="write-only; empty clears the key")
@@ -162,13 +208,13 @@ class ProviderList(_Out):
 class ModelSettings(BaseModel):
     """Generation settings; unset ones use the provider's defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     top_p: float | None = Field(default=None, ge=0, le=1)
     timeout_s: float | None = Field(default=None, ge=0.1, le=600)
-    seed: int | None = None
+    seed: Int32 | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     stop_sequences: list[str] = Field(default_factory=list)
@@ -196,14 +242,14 @@ class Agent(_Out):
 class AgentCreate(_In):
     """An agent to create."""
 
-    name: str
+    name: Name
     provider_id: str
     model: str
-    project: str = ""
+    project: ProjectName = ""
     description: str = ""
     system_prompt: str = ""
     model_settings: ModelSettings = Field(default_factory=ModelSettings)
-    output_retries: int | None = Field(default=None, description="0-10, default 2")
+    output_retries: Int32 | None = Field(default=None, description="0-10, default 2")
     labels: dict[str, str] = Field(default_factory=dict)
     request_id: str = ""
 
@@ -211,13 +257,13 @@ class AgentCreate(_In):
 class AgentUpdate(_In):
     """The fields to change (present fields only); each change makes a new version."""
 
-    name: str | None = None
+    name: Name | None = None
     description: str | None = None
     provider_id: str | None = None
     model: str | None = None
     system_prompt: str | None = None
     model_settings: ModelSettings | None = None
-    output_retries: int | None = None
+    output_retries: Int32 | None = None
     labels: dict[str, str] | None = None
     etag: str | None = None
 
@@ -252,9 +298,9 @@ class Task(_Out):
 class TaskCreate(_In):
     """A task to create."""
 
-    name: str
+    name: Name
     response_schema: JsonObject
-    project: str = ""
+    project: ProjectName = ""
     description: str = ""
     instructions: str = ""
     prompt_template: str = ""
@@ -264,7 +310,7 @@ class TaskCreate(_In):
 class TaskUpdate(_In):
     """The fields to change (present fields only); each change makes a new version."""
 
-    name: str | None = None
+    name: Name | None = None
     description: str | None = None
     instructions: str | None = None
     prompt_template: str | None = None
@@ -347,8 +393,8 @@ class RunCreate(_In):
 
     agent_id: str
     task_id: str
-    agent_version: int = Field(default=0, ge=0, description="0: the current version")
-    task_version: int = Field(default=0, ge=0, description="0: the current version")
+    agent_version: Version = 0
+    task_version: Version = 0
     variables: JsonObject = Field(default_factory=dict)
     prompt: str = ""
     wait: bool = True

@@ -113,7 +113,7 @@ async def list_agent_versions(
     "/{agent_id}/versions/{version}", summary="Get an agent version", responses={200: {"model": Agent}}
 )
 async def get_agent_version(
-    agent_id: str, version: Annotated[int, Path(ge=1)], caller: CallerDep, backends: BackendsDep
+    agent_id: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: CallerDep, backends: BackendsDep
 ) -> JSONResponse:
     """One version; versions never change."""
     ctx = caller.context

@@ -111,7 +111,7 @@ async def list_task_versions(
 
 @router.get("/{task_id}/versions/{version}", summary="Get a task version", responses={200: {"model": Task}})
 async def get_task_version(
-    task_id: str, version: Annotated[int, Path(ge=1)], caller: CallerDep, backends: BackendsDep
+    task_id: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: CallerDep, backends: BackendsDep
 ) -> JSONResponse:
     """One version; versions never change."""
     ctx = caller.context
