@@ -22,7 +22,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help install run test test-fast lint fmt proto proto-check bench web web-test clean
+.PHONY: help install run test test-fast lint fmt proto proto-check bench bench-peer web web-test clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,8 +98,19 @@ proto-check: $(VENV)/.synced ## fail when gen/ is not what protos/ generate
 		echo "gen/ is stale: run 'make proto' and commit the result"; rm -rf $$tmp; exit 1; fi; \
 	rm -rf $$tmp
 
-bench: $(VENV)/.synced ## print the benchmark figures (latency, throughput)
+bench: $(VENV)/.synced ## print the benchmark figures (latency, throughput, memory)
 	@$(PY) -m bench
 
+PEER := .bench-peer
+LITELLM_VERSION := 1.109.1
+
+$(PEER)/bin/litellm:
+	@echo "installing LiteLLM $(LITELLM_VERSION) into $(PEER)/ (its own virtualenv)"
+	@$(PYTHON) -m venv $(PEER)
+	@$(PEER)/bin/pip install --quiet --disable-pip-version-check "litellm[proxy]==$(LITELLM_VERSION)"
+
+bench-peer: $(VENV)/.synced $(PEER)/bin/litellm ## the same run load through LiteLLM's proxy, beside ours
+	@$(PY) -m bench.peer --litellm $(PEER)/bin/litellm
+
 clean: ## remove the virtualenv, tools and caches (keeps .agentmgr data)
-	rm -rf $(VENV) $(TOOLS) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(PEER) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

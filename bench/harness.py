@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.common.auth import ALL_PROJECTS, Role, create_api_key
@@ -147,6 +148,30 @@ class System:
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return port
                 except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{name} did not start; see {self.root / f'{name}.log'}")
+
+    async def http_service(self, name: str, port_variable: str, extra: dict[str, str] | None = None) -> int:
+        """Start an HTTP service (the gateway) and wait until it answers /healthz."""
+        port = free_port()
+        env = {
+            **os.environ,
+            "NATS_URL": self.nats_url,
+            port_variable: str(port),
+            "RATE_LIMIT_RPS": "0",
+            "LOG_LEVEL": "WARNING",
+            **(extra or {}),
+        }
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        self.processes.append(process)
+        async with httpx.AsyncClient() as client:
+            for _ in range(300):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        return port
+                except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"{name} did not start; see {self.root / f'{name}.log'}")

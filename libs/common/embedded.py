@@ -37,6 +37,8 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the servers themselves bind: a port in TIME_WAIT after a restart is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -144,6 +146,8 @@ class EmbeddedPostgres:
         )
 
     def _choose_port(self) -> int:
+        if self.port:
+            return self.port  # restart on the same port so clients reconnect
         if self._requested_port:
             return self._requested_port
         port_file = self.data_dir / "port"

@@ -14,7 +14,6 @@ health turns NOT_SERVING first, new calls are refused, calls in flight get
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -190,9 +189,15 @@ class CallInterceptor(_Interceptor):
                 self._check_text(request)
                 async with asyncio.timeout(self._timeout(method, context)):
                     return await behavior(request, context)  # type: ignore[misc]
-            except BaseException as exc:
-                code = await self._fail(method, exc, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = "ABORTED_BY_HANDLER"
                 raise
+            except Exception as exc:
+                error = self._classify(method, exc)
+                code = error.code.value
+                # abort_with_status raises AbortError, which gRPC handles quietly.
+                await context.abort_with_status(to_grpc_status(error))  # type: ignore[attr-defined]
+                raise AssertionError("unreachable: abort raises") from exc
             finally:
                 RPC_TOTAL.labels(method, code).inc()
                 RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
@@ -210,39 +215,34 @@ class CallInterceptor(_Interceptor):
                 # a deadline the caller set is enforced by gRPC itself.
                 async for item in behavior(request, context):  # type: ignore[attr-defined]
                     yield item
-            except BaseException as exc:
-                code = await self._fail(method, exc, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                code = "ABORTED_BY_HANDLER"
                 raise
+            except Exception as exc:
+                error = self._classify(method, exc)
+                code = error.code.value
+                await context.abort_with_status(to_grpc_status(error))  # type: ignore[attr-defined]
+                raise AssertionError("unreachable: abort raises") from exc
             finally:
                 RPC_TOTAL.labels(method, code).inc()
                 RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
 
         return stream
 
-    async def _fail(self, method: str, exc: BaseException, context: Context) -> str:
-        """Abort with the right status; returns the code name. Re-raising is the caller's."""
-        if isinstance(exc, grpc.aio.AbortError):
-            code = context.code()
-            return code.name if isinstance(code, grpc.StatusCode) else "ABORTED_BY_HANDLER"
-        if isinstance(exc, asyncio.CancelledError):
-            return "CANCELLED"
-        error: DomainError
+    @staticmethod
+    def _classify(method: str, exc: Exception) -> DomainError:
+        """The domain error to answer with; unexpected ones are logged, never echoed."""
         if isinstance(exc, DomainError):
-            error = exc
-        elif isinstance(exc, TimeoutError):
-            error = DeadlineExceeded("the deadline passed before the call finished")
-        elif is_unavailable(exc):
+            if exc.code.value not in ("INTERNAL", "UNAVAILABLE"):
+                _log.info("rpc_rejected", rpc=method, code=exc.code.value, reason=exc.reason)
+            return exc
+        if isinstance(exc, TimeoutError):
+            return DeadlineExceeded("the deadline passed before the call finished")
+        if is_unavailable(exc):
             _log.warning("rpc_dependency_unavailable", rpc=method, error=type(exc).__name__)
-            error = Unavailable("a dependency is unavailable; retry shortly")
-        else:
-            _log.exception("rpc_internal_error", rpc=method)
-            error = Internal("internal error")
-        if error.code.value not in ("INTERNAL", "UNAVAILABLE"):
-            _log.info("rpc_rejected", rpc=method, code=error.code.value, reason=error.reason)
-        with contextlib.suppress(grpc.aio.AbortError):
-            # grpc-stubs 1.53 predates abort_with_status on the aio context.
-            await context.abort_with_status(to_grpc_status(error))  # type: ignore[attr-defined]
-        return error.code.value
+            return Unavailable("a dependency is unavailable; retry shortly")
+        _log.exception("rpc_internal_error", rpc=method)
+        return Internal("internal error")
 
 
 class GrpcServer:

@@ -162,7 +162,9 @@ class Subscriber:
                         break
                     _, item = pending.popitem(last=False)
                     try:
-                        await asyncio.wait_for(self._send(item), self._send_timeout_s)
+                        # asyncio.timeout, not wait_for: no extra task per message.
+                        async with asyncio.timeout(self._send_timeout_s):
+                            await self._send(item)
                     except TimeoutError:
                         raise SlowConsumer("slow consumer: a message was not accepted in time") from None
                     EVENTS_OUT.labels(topic, self.transport).inc()

@@ -1,0 +1,247 @@
+"""Runs end to end, side by side: pydantic-ai in-process, `CreateRun` over gRPC, `POST /v1/runs`.
+
+All three call the same local OpenAI-compatible stub (its own process) through
+pydantic-ai's OpenAI chat model with the same compiled output type, so the differences
+are what agentmgr adds: for agent_svc, gRPC, auth, the registry, two transactions with
+their events, the outbox relay; for the gateway, one more hop (HTTP, JSON, auth).
+Targets (2 cores, everything on one machine): agent_svc adds p50 < 3 ms at c=1 and keeps
+>= 75% of in-process throughput at c=64; the gateway adds < 1.5 ms p50 at c=1 and keeps
+>= 85% of agent_svc's throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import httpx2
+from google.protobuf import struct_pb2
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+from agentmgr.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    provider_pb2,
+    provider_pb2_grpc,
+    run_pb2,
+    run_pb2_grpc,
+    task_pb2,
+    task_pb2_grpc,
+)
+from bench.harness import ROOT, Result, System, load
+from libs.common.embedded import free_port
+from services.agent_svc.schema_compiler import SchemaCompiler
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "topics": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+    },
+    "required": ["sentiment", "score", "topics"],
+    "additionalProperties": False,
+}
+ANSWER = {"sentiment": "positive", "score": 0.9, "topics": ["tea", "biscuits"]}
+STUB_KEY = "sk-bench-stub-key-0000000000"
+LEVELS = (1, 16, 64)
+
+
+def _struct(value: dict[str, object]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(value)
+    return s
+
+
+async def wait_http(url: str) -> None:
+    async with httpx2.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                await client.get(url, headers={"authorization": f"Bearer {STUB_KEY}"})
+                return
+            except httpx2.HTTPError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@dataclass
+class Stack:
+    """The system under test, with a task ready to run."""
+
+    system: System
+    stub: subprocess.Popen[bytes]
+    stub_url: str
+    agent_address: str
+    gateway_url: str
+    agent_id: str
+    task_id: str
+
+    def stop(self) -> None:
+        self.stub.terminate()
+        self.stub.wait(10)
+        self.system.stop()
+
+
+async def start(*, gateway: bool = True) -> Stack:
+    """PostgreSQL, NATS, the stub, provider_svc, agent_svc (and the gateway), a task to run."""
+    system = System()
+    await system.start(
+        {
+            "provider_svc": ROOT / "services" / "provider_svc" / "migrations",
+            "agent_svc": ROOT / "services" / "agent_svc" / "migrations",
+        }
+    )
+    stub_port = free_port()
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.llm_stub", str(stub_port), STUB_KEY, f"bench={json.dumps(ANSWER)}"],
+        cwd=ROOT,
+    )
+    stub_url = f"http://127.0.0.1:{stub_port}/v1"
+    try:
+        await wait_http(f"{stub_url}/models")
+        provider_port = await system.service(
+            "provider_svc", "PROVIDER_GRPC_PORT", {"VALIDATION_WORKER_ENABLED": "false", "SSRF_ALLOW_LOOPBACK": "true"}
+        )
+        internal = system.last_env["PROVIDER_INTERNAL_GRPC_PORT"]
+        agent_port = await system.service(
+            "agent_svc",
+            "AGENT_GRPC_PORT",
+            {
+                "PROVIDER_SVC_ADDRESS": f"127.0.0.1:{provider_port}",
+                "PROVIDER_INTERNAL_ADDRESS": f"127.0.0.1:{internal}",
+                "SSRF_ALLOW_LOOPBACK": "true",
+                "DB_POOL_SIZE": "40",
+            },
+        )
+        gateway_url = ""
+        if gateway:
+            http_port = await system.http_service(
+                "gateway",
+                "HTTP_PORT",
+                {
+                    "PROVIDER_SVC_ADDRESS": f"127.0.0.1:{provider_port}",
+                    "AGENT_SVC_ADDRESS": f"127.0.0.1:{agent_port}",
+                    "HTTP_BIND_HOST": "127.0.0.1",
+                },
+            )
+            gateway_url = f"http://127.0.0.1:{http_port}"
+        md = (("authorization", f"Bearer {system.admin_key}"),)
+        tag = uuid.uuid4().hex[:6]
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{provider_port}") as pch,
+            grpc.aio.insecure_channel(f"127.0.0.1:{agent_port}") as ach,
+        ):
+            provider = await provider_pb2_grpc.ProviderServiceStub(pch).CreateProvider(
+                provider_pb2.CreateProviderRequest(
+                    provider=provider_pb2.Provider(name=f"stub-{tag}", type="openai_compatible", base_url=stub_url),
+                    api_key=STUB_KEY,
+                ),
+                metadata=md,
+            )
+            agent = await agent_pb2_grpc.AgentServiceStub(ach).CreateAgent(
+                agent_pb2.CreateAgentRequest(
+                    agent=agent_pb2.Agent(
+                        name=f"bench-{tag}", provider_id=provider.provider.id, model="bench", system_prompt="Classify."
+                    )
+                ),
+                metadata=md,
+            )
+            task = await task_pb2_grpc.TaskServiceStub(ach).CreateTask(
+                task_pb2.CreateTaskRequest(
+                    task=task_pb2.Task(
+                        name=f"bench-{tag}",
+                        instructions="Answer with the schema.",
+                        prompt_template="Review: {text}",
+                        response_schema=_struct(SCHEMA),
+                    )
+                ),
+                metadata=md,
+            )
+        return Stack(system, stub, stub_url, f"127.0.0.1:{agent_port}", gateway_url, agent.agent.id, task.task.id)
+    except BaseException:
+        stub.terminate()
+        system.stop()
+        raise
+
+
+async def run(*, duration_s: float = 5.0) -> list[Result]:
+    stack = await start()
+    try:
+        key = stack.system.admin_key
+        md = (("authorization", f"Bearer {key}"),)
+        request = run_pb2.CreateRunRequest(
+            input=run_pb2.RunInput(
+                agent_id=stack.agent_id, task_id=stack.task_id, variables=_struct({"text": "Lovely tea."})
+            )
+        )
+        body = {"agent_id": stack.agent_id, "task_id": stack.task_id, "variables": {"text": "Lovely tea."}}
+        compiled = SchemaCompiler().compile(SCHEMA)
+        limits = httpx2.Limits(max_connections=512, max_keepalive_connections=512)
+        results: list[Result] = []
+        async with (
+            grpc.aio.insecure_channel(stack.agent_address) as channel,
+            httpx2.AsyncClient(limits=limits) as model_http,
+            httpx2.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=60) as rest,
+        ):
+            runs = run_pb2_grpc.RunServiceStub(channel)
+            in_process = Agent(
+                OpenAIChatModel(
+                    "bench", provider=OpenAIProvider(base_url=stack.stub_url, api_key=STUB_KEY, http_client=model_http)
+                ),
+                output_type=compiled.output_type,
+                system_prompt="Classify.",
+                instructions="Answer with the schema.",
+                model_settings={"max_retries": 0},
+            )
+
+            async def direct(_: int) -> None:
+                result = await in_process.run("Review: Lovely tea.")
+                compiled.dump(result.output)
+
+            async def create_run(_: int) -> None:
+                reply = await runs.CreateRun(request, metadata=md)
+                if reply.run.status != "succeeded":
+                    raise RuntimeError(f"run failed: {reply.run.error}")
+
+            async def post_run(_: int) -> None:
+                response = await rest.post("/v1/runs", json=body, headers={"authorization": f"Bearer {key}"})
+                if response.status_code != 201 or response.json()["status"] != "succeeded":
+                    raise RuntimeError(f"run failed: {response.text}")
+
+            for concurrency in LEVELS:
+                results.append(
+                    await load("pydantic-ai in-process", direct, concurrency=concurrency, duration_s=duration_s)
+                )
+                results.append(
+                    await load("agent_svc CreateRun (gRPC)", create_run, concurrency=concurrency, duration_s=duration_s)
+                )
+                results.append(
+                    await load("gateway POST /v1/runs (REST)", post_run, concurrency=concurrency, duration_s=duration_s)
+                )
+        return results
+    finally:
+        stack.stop()
+
+
+def report(results: list[Result]) -> None:
+    for result in results:
+        print(result.row())
+    by = {(r.label.split()[0], r.concurrency): r for r in results}
+    for concurrency in LEVELS:
+        direct, ours, rest = by[("pydantic-ai", concurrency)], by[("agent_svc", concurrency)], by[("gateway", concurrency)]
+        print(
+            f"  c={concurrency:<3} agent_svc adds p50 {ours.percentile(0.5) - direct.percentile(0.5):6.2f} ms, "
+            f"throughput {ours.rps / direct.rps * 100:5.1f}% of in-process | gateway adds p50 "
+            f"{rest.percentile(0.5) - ours.percentile(0.5):6.2f} ms, throughput {rest.rps / ours.rps * 100:5.1f}% of agent_svc"
+        )
+    print(
+        "targets: agent_svc adds p50 < 3 ms at c=1 and keeps >= 75% at c=64; "
+        "gateway adds < 1.5 ms at c=1 and keeps >= 85% of agent_svc"
+    )

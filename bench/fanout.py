@@ -1,0 +1,110 @@
+"""Event fan-out: 1,000 WebSocket clients subscribed; time from a committed change to each
+client receiving it (p50/p99), and the gateway's memory per idle client.
+
+Latency is measured from the event's `time` (stamped in the writing transaction) to the
+moment the client process reads the frame, on the same clock. Targets: p99 < 100 ms,
+< 100 KiB per idle client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+
+import httpx2
+import psutil
+import websockets
+
+from bench.harness import ROOT, System
+
+
+@dataclass
+class FanoutResult:
+    """What the fan-out run measured."""
+
+    clients: int
+    changes: int
+    deliveries: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    rss_per_client_kib: float
+
+    def rows(self) -> list[str]:
+        return [
+            f"websocket fan-out: {self.clients} clients, {self.changes} changes, {self.deliveries} deliveries",
+            f"  commit -> client  p50={self.p50_ms:7.2f} ms  p99={self.p99_ms:7.2f} ms  max={self.max_ms:7.2f} ms",
+            f"  gateway memory per idle client {self.rss_per_client_kib:6.1f} KiB",
+        ]
+
+
+def _stamp(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def run(*, clients: int = 1000, changes: int = 40, interval_s: float = 0.2) -> FanoutResult:
+    system = System()
+    await system.start({"provider_svc": ROOT / "services" / "provider_svc" / "migrations"})
+    try:
+        provider_port = await system.service(
+            "provider_svc", "PROVIDER_GRPC_PORT", {"VALIDATION_WORKER_ENABLED": "false"}
+        )
+        http_port = await system.http_service(
+            "gateway",
+            "HTTP_PORT",
+            {"PROVIDER_SVC_ADDRESS": f"127.0.0.1:{provider_port}", "AGENT_SVC_ADDRESS": "127.0.0.1:1"},
+        )
+        gateway = psutil.Process(system.processes[-1].pid)
+        key = system.admin_key
+        url = f"ws://127.0.0.1:{http_port}/v1/ws?api_key={key}"
+        await asyncio.sleep(1.0)
+        before = gateway.memory_info().rss
+        latencies: list[float] = []
+        sockets = []
+        for _ in range(clients):
+            ws = await websockets.connect(url, max_queue=None, ping_interval=None)
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["providers"]}))
+            sockets.append(ws)
+        for ws in sockets:
+            await ws.recv()  # the "subscribed" acknowledgement
+        await asyncio.sleep(2.0)
+        after = gateway.memory_info().rss
+        expected: set[str] = set()
+
+        async def reader(ws: websockets.ClientConnection) -> None:
+            while True:
+                frame = json.loads(await ws.recv())
+                now = time.time()
+                if frame.get("type") == "event":
+                    latencies.append((now - _stamp(frame["event"]["time"])) * 1000)
+
+        readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as rest:
+            for i in range(changes):
+                response = await rest.post(
+                    "/v1/providers",
+                    json={"name": f"fan-{i}-{time.time_ns() % 100000}", "type": "test"},
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                expected.add(response.json()["id"])
+                await asyncio.sleep(interval_s)
+        await asyncio.sleep(3.0)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        ordered = sorted(latencies) or [0.0]
+        return FanoutResult(
+            clients=clients,
+            changes=len(expected),
+            deliveries=len(latencies),
+            p50_ms=ordered[len(ordered) // 2],
+            p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            max_ms=ordered[-1],
+            rss_per_client_kib=(after - before) / clients / 1024,
+        )
+    finally:
+        system.stop()

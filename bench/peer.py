@@ -1,0 +1,128 @@
+"""`make bench-peer`: the same structured-answer load through LiteLLM's proxy, beside ours.
+
+Both proxies sit in front of the same local OpenAI-compatible stub. For agentmgr the
+request is `POST /v1/runs` (the gateway → agent_svc → pydantic-ai → stub, with the
+answer validated against the task's schema, stored, and announced as events); for
+LiteLLM it is the `POST /v1/chat/completions` a client would send for the same answer
+(the schema as a forced tool call; LiteLLM forwards it and validates nothing). LiteLLM
+runs in its own virtualenv (`.bench-peer/`, made by the Make target) with one worker,
+like our single gateway process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx2
+import uvloop
+
+from bench.end_to_end import LEVELS, SCHEMA, STUB_KEY, start, wait_http
+from bench.harness import Result, load
+from libs.common.embedded import free_port
+
+MASTER_KEY = "sk-litellm-bench-master-0000"
+
+
+def _config(stub_url: str) -> str:
+    return f"""
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: {stub_url}
+      api_key: {STUB_KEY}
+general_settings:
+  master_key: {MASTER_KEY}
+litellm_settings:
+  telemetry: false
+  drop_params: true
+"""
+
+
+async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
+    stack = await start()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    (workdir / "config.yaml").write_text(_config(stack.stub_url))
+    port = free_port()
+    proxy = subprocess.Popen(
+        [litellm, "--config", str(workdir / "config.yaml"), "--port", str(port), "--num_workers", "1"],
+        cwd=workdir,
+        env={
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_LOG": "ERROR",
+            "NO_DOCS": "True",
+        },
+        stdout=open(workdir / "litellm.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health/liveliness")
+        key = stack.system.admin_key
+        run_body = {"agent_id": stack.agent_id, "task_id": stack.task_id, "variables": {"text": "Lovely tea."}}
+        chat_body = {
+            "model": "bench",
+            "messages": [
+                {"role": "system", "content": "Classify.\n\nAnswer with the schema."},
+                {"role": "user", "content": "Review: Lovely tea."},
+            ],
+            "tools": [{"type": "function", "function": {"name": "final_result", "parameters": SCHEMA}}],
+            "tool_choice": "required",
+        }
+        limits = httpx2.Limits(max_connections=512, max_keepalive_connections=512)
+        results: list[Result] = []
+        async with (
+            httpx2.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=60) as ours,
+            httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as theirs,
+        ):
+
+            async def agentmgr(_: int) -> None:
+                response = await ours.post("/v1/runs", json=run_body, headers={"authorization": f"Bearer {key}"})
+                if response.status_code != 201 or response.json()["status"] != "succeeded":
+                    raise RuntimeError(response.text)
+
+            async def peer(_: int) -> None:
+                response = await theirs.post(
+                    "/v1/chat/completions", json=chat_body, headers={"authorization": f"Bearer {MASTER_KEY}"}
+                )
+                if response.status_code != 200:
+                    raise RuntimeError(response.text)
+
+            for concurrency in LEVELS:
+                results.append(await load("agentmgr POST /v1/runs", agentmgr, concurrency=concurrency, duration_s=duration_s))
+                results.append(await load("LiteLLM proxy chat completion", peer, concurrency=concurrency, duration_s=duration_s))
+        return results
+    finally:
+        proxy.terminate()
+        proxy.wait(15)
+        stack.stop()
+
+
+def report(results: list[Result]) -> None:
+    for result in results:
+        print(result.row())
+    by = {(r.label.split()[0], r.concurrency): r for r in results}
+    for concurrency in LEVELS:
+        ours, theirs = by[("agentmgr", concurrency)], by[("LiteLLM", concurrency)]
+        print(
+            f"  c={concurrency:<3} p50 agentmgr {ours.percentile(0.5):7.2f} ms vs LiteLLM {theirs.percentile(0.5):7.2f} ms; "
+            f"throughput agentmgr {ours.rps:6.0f}/s vs LiteLLM {theirs.rps:6.0f}/s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--litellm", required=True, help="the litellm executable")
+    args = parser.parse_args()
+    print("== agentmgr vs LiteLLM proxy, same stub, same machine ==")
+    report(uvloop.run(run(args.litellm)))
+
+
+if __name__ == "__main__":
+    main()
