@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 
@@ -31,8 +30,8 @@ async def main() -> None:
     end_to_end.report(await end_to_end.run())
 
     print("\n== event fan-out over WebSocket ==")
-    result = await fanout.run()
-    print("\n".join(result.rows()))
+    fan = await fanout.run()
+    print("\n".join(fan.rows()))
     print("targets: p99 < 100 ms; < 100 KiB per idle client")
 
 

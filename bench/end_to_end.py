@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import httpx2
@@ -54,7 +55,7 @@ STUB_KEY = "sk-bench-stub-key-0000000000"
 LEVELS = (1, 16, 64)
 
 
-def _struct(value: dict[str, object]) -> struct_pb2.Struct:
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(value)
     return s
@@ -100,14 +101,23 @@ async def start(*, gateway: bool = True) -> Stack:
     )
     stub_port = free_port()
     stub = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.llm_stub", str(stub_port), STUB_KEY, f"bench={json.dumps(ANSWER)}"],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.llm_stub",
+            str(stub_port),
+            STUB_KEY,
+            f"bench={json.dumps(ANSWER)}",
+        ],
         cwd=ROOT,
     )
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     try:
         await wait_http(f"{stub_url}/models")
         provider_port = await system.service(
-            "provider_svc", "PROVIDER_GRPC_PORT", {"VALIDATION_WORKER_ENABLED": "false", "SSRF_ALLOW_LOOPBACK": "true"}
+            "provider_svc",
+            "PROVIDER_GRPC_PORT",
+            {"VALIDATION_WORKER_ENABLED": "false", "SSRF_ALLOW_LOOPBACK": "true"},
         )
         internal = system.last_env["PROVIDER_INTERNAL_GRPC_PORT"]
         agent_port = await system.service(
@@ -140,7 +150,9 @@ async def start(*, gateway: bool = True) -> Stack:
         ):
             provider = await provider_pb2_grpc.ProviderServiceStub(pch).CreateProvider(
                 provider_pb2.CreateProviderRequest(
-                    provider=provider_pb2.Provider(name=f"stub-{tag}", type="openai_compatible", base_url=stub_url),
+                    provider=provider_pb2.Provider(
+                        name=f"stub-{tag}", type="openai_compatible", base_url=stub_url
+                    ),
                     api_key=STUB_KEY,
                 ),
                 metadata=md,
@@ -148,7 +160,10 @@ async def start(*, gateway: bool = True) -> Stack:
             agent = await agent_pb2_grpc.AgentServiceStub(ach).CreateAgent(
                 agent_pb2.CreateAgentRequest(
                     agent=agent_pb2.Agent(
-                        name=f"bench-{tag}", provider_id=provider.provider.id, model="bench", system_prompt="Classify."
+                        name=f"bench-{tag}",
+                        provider_id=provider.provider.id,
+                        model="bench",
+                        system_prompt="Classify.",
                     )
                 ),
                 metadata=md,
@@ -164,7 +179,9 @@ async def start(*, gateway: bool = True) -> Stack:
                 ),
                 metadata=md,
             )
-        return Stack(system, stub, stub_url, f"127.0.0.1:{agent_port}", gateway_url, agent.agent.id, task.task.id)
+        return Stack(
+            system, stub, stub_url, f"127.0.0.1:{agent_port}", gateway_url, agent.agent.id, task.task.id
+        )
     except BaseException:
         stub.terminate()
         system.stop()
@@ -193,7 +210,10 @@ async def run(*, duration_s: float = 5.0) -> list[Result]:
             runs = run_pb2_grpc.RunServiceStub(channel)
             in_process = Agent(
                 OpenAIChatModel(
-                    "bench", provider=OpenAIProvider(base_url=stack.stub_url, api_key=STUB_KEY, http_client=model_http)
+                    "bench",
+                    provider=OpenAIProvider(
+                        base_url=stack.stub_url, api_key=STUB_KEY, http_client=model_http
+                    ),
                 ),
                 output_type=compiled.output_type,
                 system_prompt="Classify.",
@@ -217,13 +237,25 @@ async def run(*, duration_s: float = 5.0) -> list[Result]:
 
             for concurrency in LEVELS:
                 results.append(
-                    await load("pydantic-ai in-process", direct, concurrency=concurrency, duration_s=duration_s)
+                    await load(
+                        "pydantic-ai in-process", direct, concurrency=concurrency, duration_s=duration_s
+                    )
                 )
                 results.append(
-                    await load("agent_svc CreateRun (gRPC)", create_run, concurrency=concurrency, duration_s=duration_s)
+                    await load(
+                        "agent_svc CreateRun (gRPC)",
+                        create_run,
+                        concurrency=concurrency,
+                        duration_s=duration_s,
+                    )
                 )
                 results.append(
-                    await load("gateway POST /v1/runs (REST)", post_run, concurrency=concurrency, duration_s=duration_s)
+                    await load(
+                        "gateway POST /v1/runs (REST)",
+                        post_run,
+                        concurrency=concurrency,
+                        duration_s=duration_s,
+                    )
                 )
         return results
     finally:
@@ -235,11 +267,17 @@ def report(results: list[Result]) -> None:
         print(result.row())
     by = {(r.label.split()[0], r.concurrency): r for r in results}
     for concurrency in LEVELS:
-        direct, ours, rest = by[("pydantic-ai", concurrency)], by[("agent_svc", concurrency)], by[("gateway", concurrency)]
+        direct, ours, rest = (
+            by[("pydantic-ai", concurrency)],
+            by[("agent_svc", concurrency)],
+            by[("gateway", concurrency)],
+        )
+        svc_ms = ours.percentile(0.5) - direct.percentile(0.5)
+        gw_ms = rest.percentile(0.5) - ours.percentile(0.5)
         print(
-            f"  c={concurrency:<3} agent_svc adds p50 {ours.percentile(0.5) - direct.percentile(0.5):6.2f} ms, "
+            f"  c={concurrency:<3} agent_svc adds p50 {svc_ms:6.2f} ms, "
             f"throughput {ours.rps / direct.rps * 100:5.1f}% of in-process | gateway adds p50 "
-            f"{rest.percentile(0.5) - ours.percentile(0.5):6.2f} ms, throughput {rest.rps / ours.rps * 100:5.1f}% of agent_svc"
+            f"{gw_ms:6.2f} ms, throughput {rest.rps / ours.rps * 100:5.1f}% of agent_svc"
         )
     print(
         "targets: agent_svc adds p50 < 3 ms at c=1 and keeps >= 75% at c=64; "

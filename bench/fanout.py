@@ -35,8 +35,10 @@ class FanoutResult:
 
     def rows(self) -> list[str]:
         return [
-            f"websocket fan-out: {self.clients} clients, {self.changes} changes, {self.deliveries} deliveries",
-            f"  commit -> client  p50={self.p50_ms:7.2f} ms  p99={self.p99_ms:7.2f} ms  max={self.max_ms:7.2f} ms",
+            f"websocket fan-out: {self.clients} clients, {self.changes} changes, "
+            f"{self.deliveries} deliveries",
+            f"  commit -> client  p50={self.p50_ms:7.2f} ms  p99={self.p99_ms:7.2f} ms  "
+            f"max={self.max_ms:7.2f} ms",
             f"  gateway memory per idle client {self.rss_per_client_kib:6.1f} KiB",
         ]
 

@@ -164,7 +164,9 @@ class System:
             **(extra or {}),
         }
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
-        process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log
+        )
         self.processes.append(process)
         async with httpx.AsyncClient() as client:
             for _ in range(300):

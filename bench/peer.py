@@ -12,7 +12,6 @@ like our single gateway process.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import tempfile
@@ -65,7 +64,11 @@ async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
     try:
         await wait_http(f"http://127.0.0.1:{port}/health/liveliness")
         key = stack.system.admin_key
-        run_body = {"agent_id": stack.agent_id, "task_id": stack.task_id, "variables": {"text": "Lovely tea."}}
+        run_body = {
+            "agent_id": stack.agent_id,
+            "task_id": stack.task_id,
+            "variables": {"text": "Lovely tea."},
+        }
         chat_body = {
             "model": "bench",
             "messages": [
@@ -83,7 +86,9 @@ async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
         ):
 
             async def agentmgr(_: int) -> None:
-                response = await ours.post("/v1/runs", json=run_body, headers={"authorization": f"Bearer {key}"})
+                response = await ours.post(
+                    "/v1/runs", json=run_body, headers={"authorization": f"Bearer {key}"}
+                )
                 if response.status_code != 201 or response.json()["status"] != "succeeded":
                     raise RuntimeError(response.text)
 
@@ -95,8 +100,16 @@ async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
                     raise RuntimeError(response.text)
 
             for concurrency in LEVELS:
-                results.append(await load("agentmgr POST /v1/runs", agentmgr, concurrency=concurrency, duration_s=duration_s))
-                results.append(await load("LiteLLM proxy chat completion", peer, concurrency=concurrency, duration_s=duration_s))
+                results.append(
+                    await load(
+                        "agentmgr POST /v1/runs", agentmgr, concurrency=concurrency, duration_s=duration_s
+                    )
+                )
+                results.append(
+                    await load(
+                        "LiteLLM proxy chat completion", peer, concurrency=concurrency, duration_s=duration_s
+                    )
+                )
         return results
     finally:
         proxy.terminate()
@@ -111,7 +124,8 @@ def report(results: list[Result]) -> None:
     for concurrency in LEVELS:
         ours, theirs = by[("agentmgr", concurrency)], by[("LiteLLM", concurrency)]
         print(
-            f"  c={concurrency:<3} p50 agentmgr {ours.percentile(0.5):7.2f} ms vs LiteLLM {theirs.percentile(0.5):7.2f} ms; "
+            f"  c={concurrency:<3} p50 agentmgr {ours.percentile(0.5):7.2f} ms "
+            f"vs LiteLLM {theirs.percentile(0.5):7.2f} ms; "
             f"throughput agentmgr {ours.rps:6.0f}/s vs LiteLLM {theirs.rps:6.0f}/s"
         )
 

@@ -36,6 +36,7 @@ async def run() -> list[str]:
             await registry.get("cold")
         samples.append((time.perf_counter_ns() - begin) / 10_000)
     return [
-        f"1000 concurrent cold requests for one key: {builds} build(s), {distinct} instance(s), {cold_ms:.1f} ms",
+        f"1000 concurrent cold requests for one key: {builds} build(s), "
+        f"{distinct} instance(s), {cold_ms:.1f} ms",
         f"hit latency (await get): median {statistics.median(samples):.0f} ns",
     ]

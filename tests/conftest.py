@@ -440,7 +440,9 @@ async def stack(
 # --- the gateway -------------------------------------------------------------------
 
 
-def gateway_settings(*, nats_url: str, provider_address: str, agent_address: str, **overrides: object) -> GatewaySettings:
+def gateway_settings(
+    *, nats_url: str, provider_address: str, agent_address: str, **overrides: object
+) -> GatewaySettings:
     """Settings for a gateway under test."""
     values: dict[str, object] = {
         "nats_url": nats_url,

@@ -120,7 +120,7 @@ class Registry(Generic[K, V]):
         return dropped
 
 
-def _retrieve(future: "asyncio.Future[Any]") -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     # Every waiter re-raises a failed build; this only keeps asyncio from warning
     # when all of them went away first.
     if not future.cancelled():

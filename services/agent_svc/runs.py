@@ -711,7 +711,7 @@ class RunWorker:
                 await room.wait()
                 try:
                     messages = await subscription.fetch(batch=self._concurrency - in_flight, timeout=1.0)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 except nats.errors.Error as exc:
                     _log.warning("run_fetch_failed", error=type(exc).__name__)

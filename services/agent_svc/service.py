@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -133,7 +133,7 @@ class AgentChanges:
     provider_id: str = ""
     model: str = ""
     system_prompt: str = ""
-    model_settings: ModelSettings = ModelSettings()
+    model_settings: ModelSettings = field(default_factory=ModelSettings)
     output_retries: int | None = None
     labels: Mapping[str, str] | None = None
 

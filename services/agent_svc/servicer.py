@@ -195,7 +195,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, service: AgentService) -> None:
         self._service = service
 
-    async def CreateAgent(  # noqa: N802
+    async def CreateAgent(
         self, request: agent_pb2.CreateAgentRequest, context: object
     ) -> agent_pb2.CreateAgentResponse:
         a = request.agent
@@ -218,11 +218,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def GetAgent(
         self, request: agent_pb2.GetAgentRequest, context: object
-    ) -> agent_pb2.GetAgentResponse:  # noqa: N802
+    ) -> agent_pb2.GetAgentResponse:
         agent = await self._service.get(current_principal(), request.id, version=request.version)
         return agent_pb2.GetAgentResponse(agent=agent_to_proto(agent))
 
-    async def ListAgents(  # noqa: N802
+    async def ListAgents(
         self, request: agent_pb2.ListAgentsRequest, context: object
     ) -> agent_pb2.ListAgentsResponse:
         agents, token = await self._service.list_page(
@@ -235,7 +235,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         return agent_pb2.ListAgentsResponse(agents=[agent_to_proto(a) for a in agents], next_page_token=token)
 
-    async def UpdateAgent(  # noqa: N802
+    async def UpdateAgent(
         self, request: agent_pb2.UpdateAgentRequest, context: object
     ) -> agent_pb2.UpdateAgentResponse:
         a = request.agent
@@ -257,13 +257,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         return agent_pb2.UpdateAgentResponse(agent=agent_to_proto(agent))
 
-    async def DeleteAgent(  # noqa: N802
+    async def DeleteAgent(
         self, request: agent_pb2.DeleteAgentRequest, context: object
     ) -> agent_pb2.DeleteAgentResponse:
         agent = await self._service.delete(current_principal(), request.id, etag=request.etag)
         return agent_pb2.DeleteAgentResponse(agent=agent_to_proto(agent))
 
-    async def ListAgentVersions(  # noqa: N802
+    async def ListAgentVersions(
         self, request: agent_pb2.ListAgentVersionsRequest, context: object
     ) -> agent_pb2.ListAgentVersionsResponse:
         agents, token = await self._service.list_versions(
@@ -282,7 +282,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
     async def CreateTask(
         self, request: task_pb2.CreateTaskRequest, context: object
-    ) -> task_pb2.CreateTaskResponse:  # noqa: N802
+    ) -> task_pb2.CreateTaskResponse:
         t = request.task
         task = await self._service.create(
             current_principal(),
@@ -298,13 +298,13 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         )
         return task_pb2.CreateTaskResponse(task=task_to_proto(task))
 
-    async def GetTask(self, request: task_pb2.GetTaskRequest, context: object) -> task_pb2.GetTaskResponse:  # noqa: N802
+    async def GetTask(self, request: task_pb2.GetTaskRequest, context: object) -> task_pb2.GetTaskResponse:
         task = await self._service.get(current_principal(), request.id, version=request.version)
         return task_pb2.GetTaskResponse(task=task_to_proto(task))
 
     async def ListTasks(
         self, request: task_pb2.ListTasksRequest, context: object
-    ) -> task_pb2.ListTasksResponse:  # noqa: N802
+    ) -> task_pb2.ListTasksResponse:
         tasks, token = await self._service.list_page(
             current_principal(),
             page_size_=request.page_size,
@@ -315,7 +315,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
     async def UpdateTask(
         self, request: task_pb2.UpdateTaskRequest, context: object
-    ) -> task_pb2.UpdateTaskResponse:  # noqa: N802
+    ) -> task_pb2.UpdateTaskResponse:
         t = request.task
         task = await self._service.update(
             current_principal(),
@@ -334,11 +334,11 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
     async def DeleteTask(
         self, request: task_pb2.DeleteTaskRequest, context: object
-    ) -> task_pb2.DeleteTaskResponse:  # noqa: N802
+    ) -> task_pb2.DeleteTaskResponse:
         task = await self._service.delete(current_principal(), request.id, etag=request.etag)
         return task_pb2.DeleteTaskResponse(task=task_to_proto(task))
 
-    async def ListTaskVersions(  # noqa: N802
+    async def ListTaskVersions(
         self, request: task_pb2.ListTaskVersionsRequest, context: object
     ) -> task_pb2.ListTaskVersionsResponse:
         tasks, token = await self._service.list_versions(
@@ -348,7 +348,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             tasks=[task_to_proto(t) for t in tasks], next_page_token=token
         )
 
-    async def CheckTaskSchema(  # noqa: N802
+    async def CheckTaskSchema(
         self, request: task_pb2.CheckTaskSchemaRequest, context: object
     ) -> task_pb2.CheckTaskSchemaResponse:
         verdict = self._service.check_schema(struct_to_dict(request.response_schema))
@@ -384,19 +384,19 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
 
     async def CreateRun(
         self, request: run_pb2.CreateRunRequest, context: object
-    ) -> run_pb2.CreateRunResponse:  # noqa: N802
+    ) -> run_pb2.CreateRunResponse:
         run = await self._service.create(
             current_principal(), _run_request(request.input), request_id=request.request_id
         )
         return run_pb2.CreateRunResponse(run=run_to_proto(run))
 
-    async def StartRun(self, request: run_pb2.StartRunRequest, context: object) -> run_pb2.StartRunResponse:  # noqa: N802
+    async def StartRun(self, request: run_pb2.StartRunRequest, context: object) -> run_pb2.StartRunResponse:
         run = await self._service.start(
             current_principal(), _run_request(request.input), request_id=request.request_id
         )
         return run_pb2.StartRunResponse(run=run_to_proto(run))
 
-    async def StreamRun(  # noqa: N802  # an async generator, as grpc.aio allows
+    async def StreamRun(  # an async generator, as grpc.aio allows
         self, request: run_pb2.StreamRunRequest, context: object
     ) -> AsyncIterator[run_pb2.StreamRunResponse]:
         async for item in self._service.stream(current_principal(), _run_request(request.input)):
@@ -405,11 +405,11 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             else:
                 yield run_pb2.StreamRunResponse(partial_output=dict_to_struct(item))
 
-    async def GetRun(self, request: run_pb2.GetRunRequest, context: object) -> run_pb2.GetRunResponse:  # noqa: N802
+    async def GetRun(self, request: run_pb2.GetRunRequest, context: object) -> run_pb2.GetRunResponse:
         run = await self._service.get(current_principal(), request.id)
         return run_pb2.GetRunResponse(run=run_to_proto(run))
 
-    async def ListRuns(self, request: run_pb2.ListRunsRequest, context: object) -> run_pb2.ListRunsResponse:  # noqa: N802
+    async def ListRuns(self, request: run_pb2.ListRunsRequest, context: object) -> run_pb2.ListRunsResponse:
         runs, token = await self._service.list_page(
             current_principal(),
             page_size_=request.page_size,

@@ -29,7 +29,10 @@ class AgentSettings(CommonSettings, EgressSettings):
     run_workers: int = Field(default=16, ge=1, le=1024)
     """RUN_WORKERS: background runs (StartRun) one process executes at once."""
     http_timeout_s: float = Field(default=600.0, gt=0)
-    """HTTP_TIMEOUT_S: transport timeout of model calls (each run is also bounded by its agent's timeout_s)."""
+    """HTTP_TIMEOUT_S: transport timeout of model calls.
+
+    Each run is also bounded by its agent's timeout_s.
+    """
 
     @field_validator("service_api_key")
     @classmethod

@@ -76,7 +76,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
     def __init__(self, service: ProviderService) -> None:
         self._service = service
 
-    async def CreateProvider(  # noqa: N802  # gRPC method name
+    async def CreateProvider(
         self, request: provider_pb2.CreateProviderRequest, context: object
     ) -> provider_pb2.CreateProviderResponse:
         p = request.provider
@@ -94,13 +94,13 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         )
         return provider_pb2.CreateProviderResponse(provider=provider_to_proto(provider))
 
-    async def GetProvider(  # noqa: N802
+    async def GetProvider(
         self, request: provider_pb2.GetProviderRequest, context: object
     ) -> provider_pb2.GetProviderResponse:
         provider = await self._service.get(current_principal(), request.id)
         return provider_pb2.GetProviderResponse(provider=provider_to_proto(provider))
 
-    async def ListProviders(  # noqa: N802
+    async def ListProviders(
         self, request: provider_pb2.ListProvidersRequest, context: object
     ) -> provider_pb2.ListProvidersResponse:
         page = await self._service.list(
@@ -115,7 +115,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             providers=[provider_to_proto(p) for p in page.providers], next_page_token=page.next_page_token
         )
 
-    async def UpdateProvider(  # noqa: N802
+    async def UpdateProvider(
         self, request: provider_pb2.UpdateProviderRequest, context: object
     ) -> provider_pb2.UpdateProviderResponse:
         p = request.provider
@@ -134,7 +134,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         )
         return provider_pb2.UpdateProviderResponse(provider=provider_to_proto(provider))
 
-    async def DeleteProvider(  # noqa: N802
+    async def DeleteProvider(
         self, request: provider_pb2.DeleteProviderRequest, context: object
     ) -> provider_pb2.DeleteProviderResponse:
         provider = await self._service.delete(
@@ -142,7 +142,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         )
         return provider_pb2.DeleteProviderResponse(provider=provider_to_proto(provider))
 
-    async def ValidateProvider(  # noqa: N802
+    async def ValidateProvider(
         self, request: provider_pb2.ValidateProviderRequest, context: object
     ) -> provider_pb2.ValidateProviderResponse:
         provider = await self._service.request_validation(current_principal(), request.id)
@@ -155,7 +155,7 @@ class CredentialServicer(credential_pb2_grpc.CredentialServiceServicer):
     def __init__(self, service: ProviderService) -> None:
         self._service = service
 
-    async def ResolveCredentials(  # noqa: N802
+    async def ResolveCredentials(
         self, request: credential_pb2.ResolveCredentialsRequest, context: object
     ) -> credential_pb2.ResolveCredentialsResponse:
         credential = await self._service.resolve_credentials(current_principal(), request.provider_id)

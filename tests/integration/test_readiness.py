@@ -70,13 +70,19 @@ async def within(seconds: float, health, expected: int, *, since: float) -> None
 
 async def test_readiness_follows_postgres_and_nats(own_pg, own_nats, log_tee):
     database_url = await asyncio.to_thread(own_pg.start)
-    await asyncio.to_thread(run_migrations, migrations_dir=MIGRATIONS[SCHEMA], database_url=database_url, schema=SCHEMA)
+    await asyncio.to_thread(
+        run_migrations, migrations_dir=MIGRATIONS[SCHEMA], database_url=database_url, schema=SCHEMA
+    )
     nats_url = await asyncio.to_thread(own_nats.start)
     nc = await connect(nats_url, name="test")
     js = nc.jetstream()
     await ensure_streams(js, replicas=1)
-    admin, _ = await create_api_key(await ensure_api_key_bucket(js, replicas=1), name="a", project=ALL_PROJECTS, role=Role.ADMIN)
-    server = ProviderServer(provider_settings(database_url=database_url, nats_url=nats_url, encryption_keys=generate_key()))
+    admin, _ = await create_api_key(
+        await ensure_api_key_bucket(js, replicas=1), name="a", project=ALL_PROJECTS, role=Role.ADMIN
+    )
+    server = ProviderServer(
+        provider_settings(database_url=database_url, nats_url=nats_url, encryption_keys=generate_key())
+    )
     await server.start("127.0.0.1:0", "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.runtime.port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -85,7 +91,9 @@ async def test_readiness_follows_postgres_and_nats(own_pg, own_nats, log_tee):
     async def create() -> str | grpc.StatusCode:
         try:
             reply = await providers.CreateProvider(
-                provider_pb2.CreateProviderRequest(provider=provider_pb2.Provider(name=f"r-{uuid.uuid4().hex[:8]}", type="test")),
+                provider_pb2.CreateProviderRequest(
+                    provider=provider_pb2.Provider(name=f"r-{uuid.uuid4().hex[:8]}", type="test")
+                ),
                 metadata=auth(admin),
                 timeout=10,
             )
@@ -129,7 +137,9 @@ async def test_readiness_follows_postgres_and_nats(own_pg, own_nats, log_tee):
         assert set(written) <= stored
 
         async def all_events():
-            subjects = {e["subject"] for e in await read_events(js, subject="agentmgr.events.providers.created")}
+            subjects = {
+                e["subject"] for e in await read_events(js, subject="agentmgr.events.providers.created")
+            }
             assert {f"providers/{pid}" for pid in stored} <= subjects
 
         await eventually(all_events, timeout=20, interval=0.5)

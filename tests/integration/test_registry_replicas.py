@@ -81,8 +81,9 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
             reply = await runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)
             assert reply.run.status == "succeeded", reply.run.error
         assert replica.engine is not None and stack.agent.engine is not None
-        assert replica.engine.registry.peek(key) is not None
-        assert stack.agent.engine.registry.peek(key) is not None
+        here, there = replica.engine.registry, stack.agent.engine.registry
+        assert here.peek(key) is not None
+        assert there.peek(key) is not None
 
         # Change the agent through replica A: replica B's built agent goes.
         await stack.agents.UpdateAgent(
@@ -94,8 +95,8 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
         )
 
         async def evicted_everywhere():
-            assert replica.engine.registry.peek(key) is None
-            assert stack.agent.engine.registry.peek(key) is None
+            assert here.peek(key) is None
+            assert there.peek(key) is None
 
         await eventually(evicted_everywhere, timeout=5)
 
@@ -103,7 +104,7 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
         reply = await other_runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)
         assert reply.run.agent_version == 2
         key2 = RunKey(agent.id, 2, task.id, 1, provider.id)
-        assert replica.engine.registry.peek(key2) is not None
+        assert here.peek(key2) is not None
         await stack.providers.UpdateProvider(
             provider_pb2.UpdateProviderRequest(
                 provider=provider_pb2.Provider(id=provider.id),
@@ -114,7 +115,7 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
         )
 
         async def credential_evicted():
-            assert replica.engine.registry.peek(key2) is None
+            assert here.peek(key2) is None
 
         await eventually(credential_evicted, timeout=5)
         reply = await other_runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)

@@ -4,6 +4,7 @@ stub (a real LLM cannot run here), and the offline `test` provider."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import uuid
 
@@ -365,7 +366,7 @@ async def test_stream_run_sends_partials_then_the_run(world):
 
 def assert_prefixes(partials: list[dict]) -> bool:
     titles = [p.get("title", "") for p in partials if isinstance(p.get("title"), str)]
-    assert all(b.startswith(a) for a, b in zip(titles, titles[1:], strict=False)), titles
+    assert all(b.startswith(a) for a, b in itertools.pairwise(titles)), titles
     return True
 
 

@@ -70,7 +70,9 @@ async def _terminate_during(process: ServiceProcess, calls: list[asyncio.Task[ob
     return signalled
 
 
-async def test_provider_svc_drains_in_flight_calls(tmp_path, database_url, nats_server, encryption_keys, keys):
+async def test_provider_svc_drains_in_flight_calls(
+    tmp_path, database_url, nats_server, encryption_keys, keys
+):
     port = free_port()
     service = ServiceProcess(
         "provider_svc",
@@ -94,7 +96,9 @@ async def test_provider_svc_drains_in_flight_calls(tmp_path, database_url, nats_
         async def create(i: int) -> object:
             # Many writes at once queue on the database pool: they really are in flight.
             return await stub.CreateProvider(
-                provider_pb2.CreateProviderRequest(provider=provider_pb2.Provider(name=f"sd-{i}-{uuid.uuid4().hex[:6]}", type="test")),
+                provider_pb2.CreateProviderRequest(
+                    provider=provider_pb2.Provider(name=f"sd-{i}-{uuid.uuid4().hex[:6]}", type="test")
+                ),
                 metadata=auth(keys.admin),
                 timeout=30,
             )
@@ -104,27 +108,39 @@ async def test_provider_svc_drains_in_flight_calls(tmp_path, database_url, nats_
         statuses = await health
     assert time.monotonic() - signalled < GRACE_S + DRAIN_S + 5
     not_serving = [t for t, s in statuses if s == health_pb2.HealthCheckResponse.NOT_SERVING]
-    assert not_serving and not_serving[0] >= signalled, "health turned NOT_SERVING after the signal, before exit"
+    assert not_serving and not_serving[0] >= signalled, (
+        "health turned NOT_SERVING after the signal, before exit"
+    )
 
 
 async def test_agent_svc_drains_in_flight_runs(tmp_path, stack, database_url, nats_server, keys, llm_stub):
     md = auth(keys.admin)
     provider = await stack.providers.CreateProvider(
         provider_pb2.CreateProviderRequest(
-            provider=provider_pb2.Provider(name=f"sd-{uuid.uuid4().hex[:6]}", type="openai_compatible", base_url=llm_stub.url()),
+            provider=provider_pb2.Provider(
+                name=f"sd-{uuid.uuid4().hex[:6]}", type="openai_compatible", base_url=llm_stub.url()
+            ),
             api_key=llm_stub.api_key,
         ),
         metadata=md,
     )
     llm_stub.script("drain", [Slow(2.0, {"ok": True})])
     agent = await stack.agents.CreateAgent(
-        agent_pb2.CreateAgentRequest(agent=agent_pb2.Agent(name=f"sd-{uuid.uuid4().hex[:6]}", provider_id=provider.provider.id, model="drain")),
+        agent_pb2.CreateAgentRequest(
+            agent=agent_pb2.Agent(
+                name=f"sd-{uuid.uuid4().hex[:6]}", provider_id=provider.provider.id, model="drain"
+            )
+        ),
         metadata=md,
     )
     schema = struct_pb2.Struct()
     schema.update({"type": "object", "properties": {"ok": {"type": "boolean"}}})
     task = await stack.tasks.CreateTask(
-        task_pb2.CreateTaskRequest(task=task_pb2.Task(name=f"sd-{uuid.uuid4().hex[:6]}", prompt_template="go", response_schema=schema)),
+        task_pb2.CreateTaskRequest(
+            task=task_pb2.Task(
+                name=f"sd-{uuid.uuid4().hex[:6]}", prompt_template="go", response_schema=schema
+            )
+        ),
         metadata=md,
     )
     port = free_port()
@@ -151,7 +167,9 @@ async def test_agent_svc_drains_in_flight_runs(tmp_path, stack, database_url, na
 
         async def run_once() -> object:
             reply = await runs.CreateRun(
-                run_pb2.CreateRunRequest(input=run_pb2.RunInput(agent_id=agent.agent.id, task_id=task.task.id)),
+                run_pb2.CreateRunRequest(
+                    input=run_pb2.RunInput(agent_id=agent.agent.id, task_id=task.task.id)
+                ),
                 metadata=md,
                 timeout=60,
             )
@@ -169,20 +187,30 @@ async def test_gateway_drains_in_flight_requests(tmp_path, stack, nats_server, k
     md = auth(keys.admin)
     provider = await stack.providers.CreateProvider(
         provider_pb2.CreateProviderRequest(
-            provider=provider_pb2.Provider(name=f"gw-{uuid.uuid4().hex[:6]}", type="openai_compatible", base_url=llm_stub.url()),
+            provider=provider_pb2.Provider(
+                name=f"gw-{uuid.uuid4().hex[:6]}", type="openai_compatible", base_url=llm_stub.url()
+            ),
             api_key=llm_stub.api_key,
         ),
         metadata=md,
     )
     llm_stub.script("gw-drain", [Slow(2.0, {"ok": True})])
     agent = await stack.agents.CreateAgent(
-        agent_pb2.CreateAgentRequest(agent=agent_pb2.Agent(name=f"gw-{uuid.uuid4().hex[:6]}", provider_id=provider.provider.id, model="gw-drain")),
+        agent_pb2.CreateAgentRequest(
+            agent=agent_pb2.Agent(
+                name=f"gw-{uuid.uuid4().hex[:6]}", provider_id=provider.provider.id, model="gw-drain"
+            )
+        ),
         metadata=md,
     )
     schema = struct_pb2.Struct()
     schema.update({"type": "object", "properties": {"ok": {"type": "boolean"}}})
     task = await stack.tasks.CreateTask(
-        task_pb2.CreateTaskRequest(task=task_pb2.Task(name=f"gw-{uuid.uuid4().hex[:6]}", prompt_template="go", response_schema=schema)),
+        task_pb2.CreateTaskRequest(
+            task=task_pb2.Task(
+                name=f"gw-{uuid.uuid4().hex[:6]}", prompt_template="go", response_schema=schema
+            )
+        ),
         metadata=md,
     )
     port = free_port()
@@ -225,7 +253,9 @@ async def test_gateway_drains_in_flight_requests(tmp_path, stack, nats_server, k
         body = {"agent_id": agent.agent.id, "task_id": task.task.id}
 
         async def post() -> object:
-            response = await http.post("/v1/runs", json=body, headers={"authorization": f"Bearer {keys.admin}"})
+            response = await http.post(
+                "/v1/runs", json=body, headers={"authorization": f"Bearer {keys.admin}"}
+            )
             assert response.status_code == 201 and response.json()["status"] == "succeeded", response.text
             return response
 

@@ -21,8 +21,8 @@ the stub is stateless). A script entry may also be an `Http(status)` failure or
 from __future__ import annotations
 
 import asyncio
-import socket
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -213,7 +213,15 @@ class LlmStub:
                 await asyncio.sleep(0.01)
             yield chunk({}, "tool_calls")
             final = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
-            yield f"data: {json.dumps({'id': 'chatcmpl-stub', 'object': 'chat.completion.chunk', 'created': 0, 'model': model, 'choices': [], 'usage': final})}\n\n".encode()
+            last = {
+                "id": "chatcmpl-stub",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": final,
+            }
+            yield f"data: {json.dumps(last)}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
@@ -248,7 +256,10 @@ class LlmStub:
 
 
 def main() -> None:
-    """Serve the stub standalone (benchmarks): `python -m tests.support.llm_stub PORT KEY [MODEL=JSON ...]`."""
+    """Serve the stub standalone (benchmarks).
+
+    Usage: `python -m tests.support.llm_stub PORT KEY [MODEL=JSON ...]`.
+    """
     import sys
 
     port, key = int(sys.argv[1]), sys.argv[2]
