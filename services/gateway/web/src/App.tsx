@@ -2,9 +2,10 @@
 
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { Api, ApiError } from "./api/client";
+import { ErrorBoundary } from "./components/ErrorBoundary";
 import { ErrorBanner, formErrors, TextField } from "./components/forms";
 import { LiveConnection } from "./live/socket";
-import { LiveStore } from "./live/store";
+import { LiveStore, type Connection } from "./live/store";
 import { AgentPage, AgentsPage } from "./pages/Agents";
 import { Dashboard } from "./pages/Dashboard";
 import { Playground } from "./pages/Playground";
@@ -141,6 +142,13 @@ const NAV = [
   { to: "/playground", label: "Playground", edit: true },
 ];
 
+const CONNECTION_LABELS: Record<Connection, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  revoked: "Key revoked",
+};
+
 function Shell() {
   const { me, canEdit, signOut } = useSession();
   const { connection } = useLive();
@@ -168,7 +176,7 @@ function Shell() {
         </nav>
         <div className="topbar-right">
           <span className={`live live-${connection}`} role="status" aria-live="polite" data-testid="connection">
-            {connection === "live" ? "Live" : connection === "revoked" ? "Key revoked" : "Reconnecting…"}
+            {CONNECTION_LABELS[connection]}
           </span>
           <span className="identity" title={`key ${me.key_id}`}>
             {me.role}
@@ -181,7 +189,9 @@ function Shell() {
         </div>
       </header>
       <main id="main" tabIndex={-1}>
-        <Routes path={path} />
+        <ErrorBoundary key={path.split("?")[0]}>
+          <Routes path={path} />
+        </ErrorBoundary>
       </main>
     </div>
   );

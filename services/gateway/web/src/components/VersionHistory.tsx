@@ -112,6 +112,12 @@ export function DiffView({
         {changed === 0 ? "No differences." : `${changed} line${changed === 1 ? "" : "s"} differ.`}
       </figcaption>
       <table>
+        <colgroup>
+          <col className="ln-col" />
+          <col />
+          <col className="ln-col" />
+          <col />
+        </colgroup>
         <thead>
           <tr>
             <th scope="col" colSpan={2}>

@@ -121,32 +121,3 @@ export function AnswerView({ value }: { value: Json | undefined }) {
   if (typeof value === "number") return <span className="answer-number">{value}</span>;
   return <span className="answer-string">{value}</span>;
 }
-
-export function Tabs<T extends string>({
-  tabs,
-  value,
-  onChange,
-  label,
-}: {
-  tabs: readonly { id: T; label: string }[];
-  value: T;
-  onChange: (id: T) => void;
-  label: string;
-}) {
-  return (
-    <div className="tabs" role="tablist" aria-label={label}>
-      {tabs.map((tab) => (
-        <button
-          key={tab.id}
-          type="button"
-          role="tab"
-          aria-selected={value === tab.id}
-          className={value === tab.id ? "tab active" : "tab"}
-          onClick={() => onChange(tab.id)}
-        >
-          {tab.label}
-        </button>
-      ))}
-    </div>
-  );
-}

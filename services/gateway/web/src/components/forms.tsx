@@ -1,6 +1,6 @@
 /** Labelled form controls, and API errors placed next to the field they name. */
 
-import { useEffect, useId, useState, type KeyboardEvent, type ReactNode, type SelectHTMLAttributes } from "react";
+import { useEffect, useId, useState, type KeyboardEvent, type ReactNode } from "react";
 import { ApiError } from "../api/client";
 
 // --- errors ------------------------------------------------------------------------
@@ -80,10 +80,15 @@ function Frame({
 }: FieldProps & { id: string; children: ReactNode }) {
   return (
     <div className={`field ${className ?? ""}`}>
-      <label htmlFor={id}>
-        {label}
-        {required && <span className="required-mark" aria-hidden="true"> *</span>}
-      </label>
+      <div className="label-row">
+        <label htmlFor={id}>{label}</label>
+        {/* outside the label, so the control's name stays "Name"; `required` says it to assistive tech */}
+        {required && (
+          <span className="required-mark" aria-hidden="true">
+            *
+          </span>
+        )}
+      </div>
       {children}
       {hint && (
         <p className="hint" id={`${id}-hint`}>
@@ -253,7 +258,7 @@ export function SelectField({
   value: string;
   onChange: (value: string) => void;
   options: readonly (string | { value: string; label: string; disabled?: boolean })[];
-} & Omit<SelectHTMLAttributes<HTMLSelectElement>, "value" | "onChange">) {
+}) {
   const id = useId();
   const { label, hint, errors, required, className } = frame;
   return (

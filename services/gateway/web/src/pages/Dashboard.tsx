@@ -4,7 +4,7 @@ import { useMemo } from "react";
 import { Empty, StatusBadge, When } from "../components/common";
 import { Link } from "../router";
 import { useLive, useSession } from "../session";
-import { byName, newestRuns } from "./shared";
+import { byName, newestRuns, plural } from "./shared";
 
 export function Dashboard() {
   const { canEdit } = useSession();
@@ -47,9 +47,7 @@ export function Dashboard() {
                   <Link to={`/providers/${p.id}`}>{p.name}</Link>
                   <span className="muted">{p.type}</span>
                   <StatusBadge status={p.validation.status} />
-                  <span className="muted small">
-                    {p.validation.models.length} model{p.validation.models.length === 1 ? "" : "s"}
-                  </span>
+                  <span className="muted small">{plural(p.validation.models.length, "model")}</span>
                 </li>
               ))}
             </ul>
@@ -102,9 +100,7 @@ export function Dashboard() {
               {tasks.map((t) => (
                 <li key={t.id} data-id={t.id}>
                   <Link to={`/tasks/${t.id}`}>{t.name}</Link>
-                  <span className="muted small">
-                    {Object.keys((t.response_schema.properties as object | undefined) ?? {}).length} fields
-                  </span>
+                  <span className="muted small">{plural(Object.keys((t.response_schema.properties as object | undefined) ?? {}).length, "field")}</span>
                   <span className="muted small">v{t.version}</span>
                 </li>
               ))}

@@ -9,14 +9,14 @@ import { VersionHistory } from "../components/VersionHistory";
 import { jsonEqual, type JsonObject } from "../json";
 import { Link, navigate } from "../router";
 import { breakingChanges, type BreakingChange } from "../schema/breaking";
-import { fromJsonSchema, ImportError, toJsonSchema, type ImportNote } from "../schema/convert";
+import { fromJsonSchema, ImportError, requiredFirst, toJsonSchema, type ImportNote } from "../schema/convert";
 import { issuesByCard } from "../schema/issues";
 import { emptyDoc, localProblems, type SchemaDoc } from "../schema/model";
 import { SchemaBuilder } from "../schema/SchemaBuilder";
 import { useLive, useSession } from "../session";
 import { scanTemplate } from "../template";
 import { ReadOnlyNotice } from "./Providers";
-import { byName } from "./shared";
+import { byName, plural } from "./shared";
 
 export function TasksPage() {
   const { canEdit } = useSession();
@@ -117,7 +117,9 @@ export function TaskPage({ id }: { id: string }) {
         <VersionHistory
           load={() => api.taskVersions(task.id)}
           current={task.version}
-          summary={(v) => `${Object.keys((v.response_schema.properties as object | undefined) ?? {}).length} answer fields; variables: ${v.variables.join(", ") || "none"}`}
+          summary={(v) =>
+            `${plural(Object.keys((v.response_schema.properties as object | undefined) ?? {}).length, "answer field")}; variables: ${v.variables.join(", ") || "none"}`
+          }
           view={(v) => ({
             name: v.name,
             description: v.description,
@@ -135,7 +137,7 @@ const TASK_FIELDS = ["name", "description", "instructions", "prompt_template", "
 
 function docFrom(schema: JsonObject): { doc: SchemaDoc; notes: ImportNote[] } {
   try {
-    return fromJsonSchema(schema);
+    return fromJsonSchema(requiredFirst(schema));
   } catch (e) {
     return { doc: emptyDoc(), notes: [{ pointer: "", message: e instanceof Error ? e.message : String(e) }] };
   }
@@ -267,7 +269,19 @@ function TaskEditor({ task, readOnly = false }: { task?: Task; readOnly?: boolea
   const warningCount = [...issues.values()].reduce((n, i) => n + i.warnings.length, 0);
 
   return (
-    <form className="task-editor" onSubmit={submit} aria-label={base ? "Edit task" : "New task"} noValidate>
+    <form
+      className="task-editor"
+      onSubmit={submit}
+      onKeyDown={(event) => {
+        // Enter in a field (a property name, say) must not save a version; the button does.
+        const target = event.target as HTMLElement;
+        if (event.key === "Enter" && target instanceof HTMLInputElement && target.type !== "submit") {
+          event.preventDefault();
+        }
+      }}
+      aria-label={base ? "Edit task" : "New task"}
+      noValidate
+    >
       {stale && !readOnly && (
         <div className="banner banner-info" role="status">
           A newer version of this task was saved since you opened it.{" "}
@@ -331,7 +345,10 @@ function TaskEditor({ task, readOnly = false }: { task?: Task; readOnly?: boolea
             </button>
           )}
         </div>
-        <p className="hint">The shape every answer must have. Build it with cards; the JSON is shown beside it.</p>
+        <p className="hint">
+          The shape every answer must have. Build it with cards (descriptions tell the model what to put in each field);
+          the JSON beside it is exactly what is saved.
+        </p>
         {importing && !readOnly && (
           <ImportPanel
             onImport={(next, importNotes) => {
@@ -343,7 +360,7 @@ function TaskEditor({ task, readOnly = false }: { task?: Task; readOnly?: boolea
         )}
         {notes.length > 0 && (
           <div className="banner banner-info" role="status">
-            <p>Parts of this schema have no cards; they are kept exactly as they are:</p>
+            <p>Imported. What the cards cannot show is kept exactly as it is:</p>
             <ul>
               {notes.map((n) => (
                 <li key={n.pointer + n.message}>

@@ -10,7 +10,7 @@ export function newestRuns(runs: Run[]): Run[] {
   return [...runs].sort((a, b) => b.create_time.localeCompare(a.create_time) || b.id.localeCompare(a.id));
 }
 
-/** `create_time` etc. are RFC 3339 strings; this compares them as times. */
-export function newer(a: string, b: string): boolean {
-  return new Date(a).getTime() > new Date(b).getTime();
+/** "1 field", "2 fields". */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }

@@ -66,7 +66,7 @@ export function SchemaBuilder({
             value={root.description ?? ""}
             onChange={(v) => setNode(root.id, (n) => withOptional(n, "description", v === "" ? undefined : v))}
           />
-          <ExtraPropertiesField node={root} ctx={ctx} />
+          <ExtraPropertiesField node={root} ctx={ctx} explain />
         </div>
         <Kept node={root} ctx={ctx} label="the response" />
         <PropertyList owner={root} path="" ctx={ctx} />
@@ -103,7 +103,7 @@ function Issues({ issues }: { issues: CardIssues | undefined }) {
   );
 }
 
-function ExtraPropertiesField({ node, ctx }: { node: SchemaNode; ctx: BuilderContext }) {
+function ExtraPropertiesField({ node, ctx, explain = false }: { node: SchemaNode; ctx: BuilderContext; explain?: boolean }) {
   const value = node.additionalProperties === undefined ? "" : String(node.additionalProperties);
   return (
     <SelectField
@@ -119,7 +119,7 @@ function ExtraPropertiesField({ node, ctx }: { node: SchemaNode; ctx: BuilderCon
         { value: "false", label: "forbidden" },
         { value: "true", label: "allowed" },
       ]}
-      hint="additionalProperties; OpenAI strict mode wants “forbidden”."
+      hint={explain ? "additionalProperties; OpenAI strict mode wants “forbidden”." : undefined}
     />
   );
 }
@@ -271,14 +271,12 @@ function NodeBody({ node, path, ctx }: { node: SchemaNode; path: string; ctx: Bu
             label="Description"
             value={node.description ?? ""}
             onChange={(v) => set((n) => withOptional(n, "description", v === "" ? undefined : v))}
-            hint="Tells the model what to put here."
           />
           {NULLABLE_KINDS.has(node.kind) && (
             <CheckboxField
               label="May be null"
               checked={Boolean(node.nullable)}
               onChange={(v) => set((n) => withOptional(n, "nullable", v ? true : undefined))}
-              hint='"type": [T, "null"]'
             />
           )}
         </div>
@@ -380,7 +378,7 @@ function EnumValues({ node, path, ctx }: { node: SchemaNode; path: string; ctx: 
   const values = node.values ?? [];
   const setValues = (next: string[]) => ctx.onChange(updateNode(ctx.doc, node.id, (n) => ({ ...n, values: next })));
   const add = () => {
-    if (values.includes(draft)) return;
+    if (draft === "" || values.includes(draft)) return;
     setValues([...values, draft]);
     setDraft("");
   };
@@ -422,7 +420,7 @@ function EnumValues({ node, path, ctx }: { node: SchemaNode; path: string; ctx: 
             }}
             hint={values.includes(draft) && draft !== "" ? "already a value" : "Enter adds it."}
           />
-          <button type="button" onClick={add} disabled={values.includes(draft)} aria-label={`Add value to ${path}`}>
+          <button type="button" onClick={add} disabled={draft === "" || values.includes(draft)} aria-label={`Add value to ${path}`}>
             Add value
           </button>
         </div>

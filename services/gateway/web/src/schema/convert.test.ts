@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { jsonEqual, type Json, type JsonObject } from "../json";
 import { Random } from "../test/random";
-import { cardForPointer, fromJsonSchema, ImportError, toJsonSchema } from "./convert";
+import { cardForPointer, fromJsonSchema, ImportError, requiredFirst, toJsonSchema } from "./convert";
 import { FORMATS, newId, NULLABLE_KINDS, type DefinitionCard, type Kind, type PropertyCard, type SchemaDoc, type SchemaNode } from "./model";
 
 /** Schemas the cards represent completely: import and export must give them back exactly, with no notes. */
@@ -398,5 +398,25 @@ describe("randomized imports", () => {
       const { doc } = fromJsonSchema(schema);
       expect(toJsonSchema(doc), JSON.stringify(schema)).toEqual(schema);
     }
+  });
+});
+
+describe("stored schemas", () => {
+  it("get their required properties back in the saved order", () => {
+    // what GET /v1/tasks/{id} can return: map order lost, the required list intact
+    const stored = {
+      type: "object",
+      properties: {
+        zeta: { type: "string" },
+        opt: { type: "string" },
+        alpha: { type: "object", properties: { b: { type: "string" }, a: { type: "string" } }, required: ["a", "b"] },
+      },
+      required: ["alpha", "zeta"],
+    };
+    const ordered = requiredFirst(stored) as JsonObject;
+    expect(Object.keys(ordered.properties as JsonObject)).toEqual(["alpha", "zeta", "opt"]);
+    expect(Object.keys(((ordered.properties as JsonObject).alpha as JsonObject).properties as JsonObject)).toEqual(["a", "b"]);
+    expect(ordered).toEqual(stored);
+    expect(fromJsonSchema(ordered).notes).toEqual([]);
   });
 });

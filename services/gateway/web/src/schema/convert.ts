@@ -361,3 +361,31 @@ export function cardForPointer(doc: SchemaDoc, pointer: string): PointerTarget {
     .join("");
   return { nodeId: node.id, rest };
 }
+
+// --- property order of stored schemas --------------------------------------------------
+
+/**
+ * The schema with each object's required properties first, in `required` order.
+ *
+ * The API stores schemas as protobuf Structs, whose maps do not keep key order, while
+ * `required` (a list) keeps it. Ordering cards by `required` therefore restores the
+ * order the author saved for every required property (all of them, in OpenAI strict
+ * style); optional ones follow in the order received.
+ */
+export function requiredFirst(schema: Json): Json {
+  if (Array.isArray(schema)) return schema.map(requiredFirst);
+  if (!isObject(schema)) return schema;
+  const out: JsonObject = {};
+  for (const [key, value] of Object.entries(schema)) out[key] = requiredFirst(value);
+  const properties = out.properties;
+  const required = out.required;
+  if (isObject(properties) && Array.isArray(required)) {
+    const ordered: JsonObject = {};
+    for (const name of required) {
+      if (typeof name === "string" && name in properties) ordered[name] = properties[name] as Json;
+    }
+    for (const [name, value] of Object.entries(properties)) if (!(name in ordered)) ordered[name] = value;
+    out.properties = ordered;
+  }
+  return out;
+}

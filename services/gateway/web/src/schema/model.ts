@@ -218,11 +218,12 @@ export function localProblems(doc: SchemaDoc): Map<string, string[]> {
   const problems = new Map<string, string[]>();
   const add = (id: string, message: string) => problems.set(id, [...(problems.get(id) ?? []), message]);
   const defNames = new Set(doc.defs.map((d) => d.name));
-  function checkNames(owner: string, names: string[], what: string) {
+  function checkNames(owner: string, names: string[], what: "property" | "definition") {
     const seen = new Set<string>();
+    const plural = what === "property" ? "properties" : "definitions";
     for (const name of names) {
       if (name === "") add(owner, `a ${what} has no name`);
-      else if (seen.has(name)) add(owner, `two ${what}s are named "${name}"`);
+      else if (seen.has(name)) add(owner, `two ${plural} are named "${name}"`);
       seen.add(name);
     }
   }
