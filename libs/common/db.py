@@ -17,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ["Executor", "FastQuery", "create_engine", "driver_transaction", "is_unavailable", "normalize_url"]
+__all__ = [
+    "Executor",
+    "FastQuery",
+    "create_engine",
+    "driver_of",
+    "driver_transaction",
+    "is_unavailable",
+    "normalize_url",
+]
 
 _DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
@@ -58,7 +66,8 @@ def is_unavailable(exc: BaseException) -> bool:
 Executor = AsyncConnection | asyncpg.Connection
 
 
-async def _driver(executor: Executor) -> asyncpg.Connection:
+async def driver_of(executor: Executor) -> asyncpg.Connection:
+    """The asyncpg connection under `executor` (not inside a SQLAlchemy transaction)."""
     if isinstance(executor, asyncpg.Connection):
         return executor
     if executor.in_transaction():
@@ -75,7 +84,7 @@ async def _driver(executor: Executor) -> asyncpg.Connection:
 async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on a pooled asyncpg connection, for FastQuery writes on hot paths."""
     async with engine.connect() as conn:
-        driver = await _driver(conn)
+        driver = await driver_of(conn)
         async with driver.transaction():
             yield driver
 
@@ -97,28 +106,29 @@ class FastQuery:
         compiled = statement.compile(dialect=_DIALECT)
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
-        self._names = tuple(compiled.positiontup or ())
+        self.names = tuple(compiled.positiontup or ())
 
-    def _args(self, params: Mapping[str, object]) -> list[object]:
-        return [params[name] for name in self._names]
+    def args(self, params: Mapping[str, object]) -> list[object]:
+        """The positional arguments of the statement, from named parameters."""
+        return [params[name] for name in self.names]
 
     async def fetch(self, executor: Executor, params: Mapping[str, object]) -> list[Mapping[str, Any]]:
         """All rows, as mappings keyed by column name."""
-        driver = await _driver(executor)
+        driver = await driver_of(executor)
         # asyncpg's Record is a read-only mapping of column names.
-        return cast(list[Mapping[str, Any]], await driver.fetch(self.sql, *self._args(params)))
+        return cast(list[Mapping[str, Any]], await driver.fetch(self.sql, *self.args(params)))
 
     async def fetchrow(self, executor: Executor, params: Mapping[str, object]) -> Mapping[str, Any] | None:
         """The first row, or None."""
-        driver = await _driver(executor)
-        return cast(Mapping[str, Any] | None, await driver.fetchrow(self.sql, *self._args(params)))
+        driver = await driver_of(executor)
+        return cast(Mapping[str, Any] | None, await driver.fetchrow(self.sql, *self.args(params)))
 
     async def execute(self, executor: Executor, params: Mapping[str, object]) -> None:
         """Run for effect."""
-        driver = await _driver(executor)
-        await driver.execute(self.sql, *self._args(params))
+        driver = await driver_of(executor)
+        await driver.execute(self.sql, *self.args(params))
 
     async def executemany(self, executor: Executor, rows: Sequence[Mapping[str, object]]) -> None:
         """Run once per parameter set (one round trip)."""
-        driver = await _driver(executor)
-        await driver.executemany(self.sql, [self._args(row) for row in rows])
+        driver = await driver_of(executor)
+        await driver.executemany(self.sql, [self.args(row) for row in rows])

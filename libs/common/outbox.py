@@ -1,26 +1,37 @@
 """The transactional outbox and its relay to JetStream (DESIGN §3, "Events").
 
 A change and its events commit together: the domain inserts event rows into its
-service's `outbox` table in the same transaction as the change. The relay publishes
-rows to JetStream with `Nats-Msg-Id` = the event id and deletes them once JetStream has
-acknowledged them. If the process crashes between commit and publish, or NATS is
-down, the rows wait; if it crashes after publishing but before deleting, the row is
-published again and JetStream drops the duplicate. Several replicas relay at once:
-each claims a batch with `FOR UPDATE SKIP LOCKED`, so no row is held by two relays.
+service's `outbox` table in the same transaction as the change (or, on the hottest
+paths, in the same statement: `OutboxWrite`). JetStream drops a second message with the
+same `Nats-Msg-Id` (= the event id) within its duplicate window, so publishing a row
+twice is harmless and the relay is at-least-once without ever losing a row.
 
-Order: rows are published in commit-sequence order within a batch; two replicas'
-batches may interleave, so consumers order by the resource's own version or
-`update_time` rather than by arrival (the gateway does).
+The relay has two paths:
+
+- **Fresh messages, from memory.** After its commit the writer hands the messages to
+  `Outbox.committed()`; the relay of the same process publishes them in commit order,
+  batched, and deletes their rows with one statement once JetStream acknowledged them.
+  No row is read back, which is what keeps an event at a fraction of a millisecond.
+- **Stale rows, from the table.** Every `poll_interval_s` the relay claims rows older
+  than `claim_after_s` with `FOR UPDATE SKIP LOCKED` (so several replicas never hold
+  the same row), publishes and deletes them: rows of a process that crashed between
+  commit and publish, of a process without a relay, or of a publish that failed. After
+  a failed publish the relay stops the memory path and drains the table in sequence
+  order until it is empty, so an outage does not reorder a resource's events.
+
+Order: one process publishes in commit order; rows of different replicas may
+interleave, so consumers order by the resource's own version or `update_time` rather
+than by arrival (the gateway does).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -41,13 +52,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.expression import ClauseElement
 
 from libs.common.clock import rfc3339, utcnow
-from libs.common.db import FastQuery
+from libs.common.db import Executor, FastQuery, driver_of, driver_transaction
 from libs.common.logging import get_logger
 from libs.common.messaging import EVENTS_SUBJECT_PREFIX
 
-__all__ = ["Outbox", "OutboxMessage", "OutboxRelay", "outbox_table"]
+__all__ = ["Outbox", "OutboxMessage", "OutboxRelay", "OutboxWrite", "outbox_table"]
 
 _log = get_logger(__name__)
 
@@ -83,15 +95,22 @@ class OutboxMessage:
 class Outbox:
     """Builds events and jobs and adds them to the current transaction."""
 
-    def __init__(self, table: Table, *, source: str) -> None:
+    def __init__(self, table: Table, *, source: str, max_pending: int = 100_000) -> None:
         self._table = table
         self._source = source
         self._wake = asyncio.Event()
+        self._pending: deque[OutboxMessage] = deque()
+        self._max_pending = max_pending
         self._fast_insert = FastQuery(
             insert(table).values(
                 id=bindparam("id"), subject=bindparam("subject"), payload=bindparam("payload")
             )
         )
+
+    @property
+    def table(self) -> Table:
+        """The outbox table this outbox writes."""
+        return self._table
 
     @property
     def wake(self) -> asyncio.Event:
@@ -139,27 +158,78 @@ class Outbox:
             payload=json.dumps(body, separators=(",", ":")).encode(),
         )
 
-    async def add(self, connection: AsyncConnection | asyncpg.Connection, *messages: OutboxMessage) -> None:
-        """Insert messages in the caller's transaction; call `committed()` after commit.
+    async def add(
+        self, connection: AsyncConnection | asyncpg.Connection, *messages: OutboxMessage
+    ) -> tuple[OutboxMessage, ...]:
+        """Insert messages in the caller's transaction; pass them to `committed()` after commit.
 
         `connection` is a SQLAlchemy connection in a transaction, or the asyncpg
         connection of a `driver_transaction` (the hot path).
         """
-        if not messages:
-            return
-        rows = [{"id": m.id, "subject": m.subject, "payload": m.payload} for m in messages]
-        if isinstance(connection, asyncpg.Connection):
-            await self._fast_insert.executemany(connection, rows)
-        else:
-            await connection.execute(insert(self._table), rows)
+        if messages:
+            rows = [{"id": m.id, "subject": m.subject, "payload": m.payload} for m in messages]
+            if isinstance(connection, asyncpg.Connection):
+                await self._fast_insert.executemany(connection, rows)
+            else:
+                await connection.execute(insert(self._table), rows)
+        return messages
 
-    def committed(self) -> None:
-        """Tell the local relay there is work (other replicas find it by polling)."""
-        self._wake.set()
+    def committed(self, *messages: OutboxMessage) -> None:
+        """Hand committed messages to this process's relay (others find them by polling).
+
+        Only after the commit: a rolled-back message must never be published. When the
+        relay cannot keep up, messages beyond `max_pending` are left to the table sweep.
+        """
+        if messages and len(self._pending) < self._max_pending:
+            self._pending.extend(messages)
+            self._wake.set()
+
+    def take(self, limit: int) -> list[OutboxMessage]:
+        """Up to `limit` committed messages, oldest first (for the relay)."""
+        pending = self._pending
+        return [pending.popleft() for _ in range(min(limit, len(pending)))]
+
+
+class OutboxWrite:
+    """One statement that makes a change and adds its messages: atomic without BEGIN/COMMIT.
+
+    `change` is an INSERT/UPDATE/DELETE with a RETURNING clause; the messages are
+    inserted only when it returned a row (`WITH change AS (...) INSERT ... WHERE EXISTS`),
+    in one round trip and one implicit transaction. Used on the run hot path, where the
+    BEGIN and COMMIT round trips of a `driver_transaction` cost more than the statement.
+    """
+
+    def __init__(self, change: ClauseElement, outbox: Outbox) -> None:
+        self._change = FastQuery(change)
+        n = len(self._change.names)
+        table = outbox.table
+        target = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+        self.sql = (
+            f"WITH change AS ({self._change.sql}) "
+            f"INSERT INTO {target} (id, subject, payload) "
+            f"SELECT m.id, m.subject, m.payload "
+            f"FROM unnest(${n + 1}::text[], ${n + 2}::text[], ${n + 3}::bytea[]) "
+            f"WITH ORDINALITY AS m(id, subject, payload, ord) "
+            f"WHERE EXISTS (SELECT 1 FROM change) ORDER BY m.ord RETURNING 1"
+        )
+
+    async def execute(
+        self, executor: Executor, params: Mapping[str, object], messages: Sequence[OutboxMessage]
+    ) -> bool:
+        """Run; False when the change touched no row (then no message was added)."""
+        assert messages, "an OutboxWrite adds at least one message"
+        args = [
+            *self._change.args(params),
+            [m.id for m in messages],
+            [m.subject for m in messages],
+            [m.payload for m in messages],
+        ]
+        driver = await driver_of(executor)
+        return bool(await driver.fetch(self.sql, *args))
 
 
 class OutboxRelay:
-    """Publishes outbox rows to JetStream; run one per process (safe with many)."""
+    """Publishes outbox messages to JetStream; run one per process (safe with many)."""
 
     def __init__(
         self,
@@ -167,75 +237,121 @@ class OutboxRelay:
         engine: AsyncEngine,
         table: Table,
         js: JetStreamContext,
-        wake: asyncio.Event,
+        outbox: Outbox | None = None,
         poll_interval_s: float = 1.0,
+        claim_after_s: float = 2.0,
         batch_size: int = 256,
         publish_timeout_s: float = 5.0,
     ) -> None:
         self._engine = engine
         self._table = table
         self._js = js
-        self._wake = wake
+        self._outbox = outbox
         self._poll_interval_s = poll_interval_s
+        self._claim_after = dt.timedelta(seconds=claim_after_s)
         self._batch_size = batch_size
         self._publish_timeout_s = publish_timeout_s
+        self._degraded = False
+        self._claim = FastQuery(
+            select(table.c.seq, table.c.id, table.c.subject, table.c.payload)
+            .where(table.c.created_at <= bindparam("before"))
+            .order_by(table.c.seq)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+        self._delete_seqs = FastQuery(delete(table).where(table.c.seq == func.any(bindparam("seqs"))))
+        self._delete_ids = FastQuery(delete(table).where(table.c.id == func.any(bindparam("ids"))))
+        self._backlog = FastQuery(
+            select(func.count().label("rows"), func.min(table.c.created_at).label("oldest"))
+        )
 
     async def run(self) -> None:
         """Relay until cancelled; back off while NATS or PostgreSQL is unavailable."""
+        async with asyncio.TaskGroup() as group:
+            if self._outbox is not None:
+                group.create_task(self._relay_fresh(self._outbox))
+            group.create_task(self._sweep())
+
+    async def _relay_fresh(self, outbox: Outbox) -> None:
+        while True:
+            await outbox.wake.wait()
+            batch = outbox.take(self._batch_size)
+            if not batch:
+                outbox.wake.clear()
+                continue
+            if self._degraded:
+                continue  # the sweep publishes everything from the table, in order
+            try:
+                acked = await self._publish(batch)
+                if acked:
+                    async with self._engine.connect() as connection:
+                        await self._delete_ids.execute(connection, {"ids": [m.id for m in acked]})
+                if len(acked) < len(batch):
+                    raise ConnectionError(f"JetStream acknowledged {len(acked)} of {len(batch)} messages")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the rows are still in the table: the sweep takes over
+                self._degraded = True
+                _log.warning("outbox_publish_failed", error=type(exc).__name__)
+
+    async def _sweep(self) -> None:
         failures = 0
         while True:
             try:
-                while await self.relay_batch() == self._batch_size:
+                claim_after = dt.timedelta(0) if self._degraded else self._claim_after
+                while await self.relay_batch(claim_after=claim_after) == self._batch_size:
                     pass
+                if self._degraded:
+                    # Drained: what the memory path queued meanwhile is in the table and gone.
+                    self._degraded = False
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep relaying whatever broke; the rows wait in the table
                 failures += 1
+                self._degraded = True
                 _log.warning("outbox_relay_failed", error=type(exc).__name__, failures=failures)
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                 continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+            await asyncio.sleep(self._poll_interval_s)
 
-    async def relay_batch(self) -> int:
-        """Publish one batch of claimed rows; returns how many were published."""
-        table = self._table
-        async with self._engine.begin() as connection:
-            rows = (
-                await connection.execute(
-                    select(table.c.seq, table.c.id, table.c.subject, table.c.payload)
-                    .order_by(table.c.seq)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+    async def _publish(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        """Publish in order; the messages JetStream acknowledged in time."""
+        futures = [
+            await self._js.publish_async(m.subject, m.payload, headers={"Nats-Msg-Id": m.id})
+            for m in messages
+        ]
+        done, pending = await asyncio.wait(futures, timeout=self._publish_timeout_s)
+        for future in pending:
+            future.cancel()
+        return [
+            message
+            for message, future in zip(messages, futures, strict=True)
+            if future in done and future.exception() is None
+        ]
+
+    async def relay_batch(self, *, claim_after: dt.timedelta = dt.timedelta(0)) -> int:
+        """Publish one batch of claimed rows older than `claim_after`; returns how many."""
+        async with driver_transaction(self._engine) as connection:
+            rows = await self._claim.fetch(
+                connection, {"before": utcnow() - claim_after, "limit": self._batch_size}
+            )
             if not rows:
                 return 0
-            futures = [
-                await self._js.publish_async(row.subject, bytes(row.payload), headers={"Nats-Msg-Id": row.id})
-                for row in rows
-            ]
-            done, pending = await asyncio.wait(futures, timeout=self._publish_timeout_s)
-            for future in pending:
-                future.cancel()
-            acked = [
-                row.seq
-                for row, future in zip(rows, futures, strict=True)
-                if future in done and future.exception() is None
-            ]
-            if acked:
-                await connection.execute(delete(table).where(table.c.seq.in_(acked)))
-        if len(acked) < len(rows):
-            raise ConnectionError(f"JetStream acknowledged {len(acked)} of {len(rows)} messages")
-        return len(acked)
+            messages = [OutboxMessage(row["id"], row["subject"], bytes(row["payload"])) for row in rows]
+            acked = {m.id for m in await self._publish(messages)}
+            seqs = [row["seq"] for row in rows if row["id"] in acked]
+            if seqs:
+                await self._delete_seqs.execute(connection, {"seqs": seqs})
+        if len(seqs) < len(rows):
+            raise ConnectionError(f"JetStream acknowledged {len(seqs)} of {len(rows)} messages")
+        return len(seqs)
 
     async def backlog(self) -> tuple[int, float]:
         """Unpublished rows and the age in seconds of the oldest one."""
-        table = self._table
         async with self._engine.connect() as connection:
-            row = (await connection.execute(select(func.count(), func.min(table.c.created_at)))).one()
-        oldest = row[1]
+            row = await self._backlog.fetchrow(connection, {})
+        assert row is not None
+        oldest = row["oldest"]
         age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-        return int(row[0]), max(age, 0.0)
+        return int(row["rows"]), max(age, 0.0)

@@ -148,8 +148,9 @@ class ServiceRuntime:
                 engine=engine,
                 table=self._outbox_table,
                 js=js,
-                wake=self.outbox.wake,
+                outbox=self.outbox,
                 poll_interval_s=settings.outbox_poll_interval_s,
+                claim_after_s=settings.outbox_claim_after_s,
             )
             self.add_job("outbox-relay", relay.run)
         self.add_job("readiness", self._watch_readiness)

@@ -75,6 +75,8 @@ class CommonSettings(BaseSettings):
     """DB_POOL_SIZE: PostgreSQL connections per process."""
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     """OUTBOX_POLL_INTERVAL_S: how often the relay looks for events it was not told about."""
+    outbox_claim_after_s: float = Field(default=2.0, ge=0)
+    """OUTBOX_CLAIM_AFTER_S: age after which the sweep publishes rows another process left."""
     outbox_relay_enabled: bool = True
     """OUTBOX_RELAY_ENABLED: run the outbox relay in this process."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from libs.common.db import Executor, FastQuery
 from libs.common.errors import AlreadyExists
-from libs.common.outbox import outbox_table
+from libs.common.outbox import Outbox, OutboxMessage, OutboxWrite, outbox_table
 from services.agent_svc.domain import (
     Agent,
     ModelSettings,
@@ -673,13 +673,13 @@ def run_values(run: Run) -> dict[str, object]:
     }
 
 
-_RUN_INSERT = FastQuery(
+_RUN_INSERT = (
     pg_insert(runs)
     .values({c.name: bindparam(c.name, type_=c.type) for c in runs.c})
     .on_conflict_do_nothing()
     .returning(runs.c.id)
 )
-_RUN_FINISH = FastQuery(
+_RUN_FINISH = (
     update(runs)
     .where(runs.c.id == bindparam("id"))
     .values(
@@ -700,6 +700,7 @@ _RUN_FINISH = FastQuery(
             )
         }
     )
+    .returning(runs.c.id)
 )
 _RUN_GET = FastQuery(select(*_RUN_COLUMNS).where(runs.c.id == bindparam("id")))
 _RUN_BY_REQUEST = FastQuery(
@@ -709,15 +710,50 @@ _RUN_BY_REQUEST = FastQuery(
 )
 
 
+_CURRENT_VERSIONS = FastQuery(
+    select(
+        select(agents.c.version)
+        .where(agents.c.id == bindparam("agent_id"), agents.c.deleted_time.is_(None))
+        .scalar_subquery()
+        .label("agent_version"),
+        select(tasks.c.version)
+        .where(tasks.c.id == bindparam("task_id"), tasks.c.deleted_time.is_(None))
+        .scalar_subquery()
+        .label("task_version"),
+    )
+)
+
+
+async def current_versions(conn: Executor, agent_id: str, task_id: str) -> tuple[int | None, int | None]:
+    """The current versions of a live agent and a live task (None: no such one), one round trip."""
+    row = await _CURRENT_VERSIONS.fetchrow(conn, {"agent_id": agent_id, "task_id": task_id})
+    assert row is not None
+    return row["agent_version"], row["task_version"]
+
+
 class RunRepository:
-    """SQL for runs (the hot path: raw statements on the driver connection)."""
+    """SQL for runs (the hot path: raw statements on the driver connection).
+
+    Writes go with their outbox messages in one statement (`OutboxWrite`): a run costs
+    one round trip to store and one to finish, with no BEGIN or COMMIT.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._insert = OutboxWrite(_RUN_INSERT, outbox)
+        self._finish = OutboxWrite(_RUN_FINISH, outbox)
 
     async def insert(
-        self, conn: Executor, run: Run, *, request_id: str | None, request_hash: str | None
+        self,
+        conn: Executor,
+        run: Run,
+        *,
+        request_id: str | None,
+        request_hash: str | None,
+        messages: Sequence[OutboxMessage],
     ) -> bool:
-        """Insert; False when a run with the same request_id exists in the project."""
+        """Insert with its messages; False when a run with the same request_id exists."""
         values = {**run_values(run), "request_id": request_id, "request_hash": request_hash}
-        return await _RUN_INSERT.fetchrow(conn, values) is not None
+        return await self._insert.execute(conn, values, messages)
 
     async def find_by_request_id(
         self, conn: Executor, *, project: str, request_id: str
@@ -726,9 +762,9 @@ class RunRepository:
         row = await _RUN_BY_REQUEST.fetchrow(conn, {"project": project, "request_id": request_id})
         return None if row is None else (_to_run(row), str(row["request_hash"] or ""))
 
-    async def save_state(self, conn: Executor, run: Run) -> None:
-        """Store a run's new state (running, or finished)."""
-        await _RUN_FINISH.execute(conn, run_values(run))
+    async def save_state(self, conn: Executor, run: Run, messages: Sequence[OutboxMessage]) -> bool:
+        """Store a run's new state (running, or finished) with its messages; False if gone."""
+        return await self._finish.execute(conn, run_values(run), messages)
 
     async def get(self, conn: Executor, run_id: str) -> Run | None:
         """One run."""

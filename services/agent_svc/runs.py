@@ -47,7 +47,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.auth import Principal
 from libs.common.clock import utcnow
-from libs.common.db import driver_transaction
 from libs.common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 from libs.common.ids import new_id
 from libs.common.jsonvalue import JsonObject
@@ -71,7 +70,7 @@ from services.agent_svc.domain import (
 from services.agent_svc.models import HttpClients, build_model, model_settings
 from services.agent_svc.providers import ProviderClient
 from services.agent_svc.registry import Registry
-from services.agent_svc.repository import AgentRepository, RunRepository, TaskRepository
+from services.agent_svc.repository import AgentRepository, RunRepository, TaskRepository, current_versions
 from services.agent_svc.schema_compiler import CompiledSchema, SchemaCompiler, SchemaOutput
 
 __all__ = [
@@ -382,6 +381,42 @@ class RunService:
         self._task_versions.put((task.id, task.version), task)
         return task
 
+    async def _pinned(self, request: RunRequest) -> tuple[Agent, Task]:
+        """The agent and task versions a new run uses: one round trip when both are cached.
+
+        Versions are immutable, so they are cached; which one is current is always asked
+        of the database, so a run right after an update, on any replica, uses the update.
+        """
+        async with self._engine.connect() as conn:
+            agent_head, task_head = await current_versions(conn, request.agent_id, request.task_id)
+            agent_v = request.agent_version or agent_head or 0
+            if agent_head is None or agent_v > agent_head:
+                raise NotFound(
+                    f"agent '{request.agent_id}'"
+                    + (f" version {request.agent_version}" if request.agent_version else "")
+                    + " not found"
+                )
+            task_v = request.task_version or task_head or 0
+            if task_head is None or task_v > task_head:
+                raise NotFound(
+                    f"task '{request.task_id}'"
+                    + (f" version {request.task_version}" if request.task_version else "")
+                    + " not found"
+                )
+            agent = self._agent_versions.get((request.agent_id, agent_v))
+            if agent is None:
+                agent = await self._agents.get(conn, request.agent_id, version=agent_v)
+                if agent is None:  # deleted meanwhile
+                    raise NotFound(f"agent '{request.agent_id}' not found")
+                self._agent_versions.put((agent.id, agent.version), agent)
+            task = self._task_versions.get((request.task_id, task_v))
+            if task is None:
+                task = await self._tasks.get(conn, request.task_id, version=task_v)
+                if task is None:
+                    raise NotFound(f"task '{request.task_id}' not found")
+                self._task_versions.put((task.id, task.version), task)
+        return agent, task
+
     # --- helpers ------------------------------------------------------------------
 
     def _event(self, run: Run, actor: str) -> OutboxMessage:
@@ -413,10 +448,7 @@ class RunService:
             )
         if len(request.prompt) > PROMPT_MAX_CHARS:
             raise InvalidArgument.for_field("input.prompt", f"must be at most {PROMPT_MAX_CHARS} characters")
-        agent, task = await asyncio.gather(
-            self.agent_version(request.agent_id, request.agent_version),
-            self.task_version(request.task_id, request.task_version),
-        )
+        agent, task = await self._pinned(request)
         if not principal.can_see(agent.project):
             raise NotFound(f"agent '{request.agent_id}' not found")
         if not principal.can_see(task.project):
@@ -460,9 +492,12 @@ class RunService:
         """Store a new run and its event; for a repeated request_id, the earlier run."""
         if len(request_id) > 128:
             raise InvalidArgument.for_field("request_id", "must be at most 128 characters")
-        async with driver_transaction(self._engine) as tx:
+        messages = (self._event(run, actor), *([job] if job else []))
+        async with self._engine.connect() as conn:
             if request_id:
-                earlier = await self._runs.find_by_request_id(tx, project=run.project, request_id=request_id)
+                earlier = await self._runs.find_by_request_id(
+                    conn, project=run.project, request_id=request_id
+                )
                 if earlier is not None:
                     if earlier[1] != fingerprint:
                         raise InvalidArgument(
@@ -471,20 +506,27 @@ class RunService:
                         )
                     return earlier[0]
             if not await self._runs.insert(
-                tx, run, request_id=request_id or None, request_hash=fingerprint if request_id else None
+                conn,
+                run,
+                request_id=request_id or None,
+                request_hash=fingerprint if request_id else None,
+                messages=messages,
             ):
-                earlier = await self._runs.find_by_request_id(tx, project=run.project, request_id=request_id)
+                # A concurrent request with the same request_id won the insert.
+                earlier = await self._runs.find_by_request_id(
+                    conn, project=run.project, request_id=request_id
+                )
                 assert earlier is not None
                 return earlier[0]
-            await self._outbox.add(tx, self._event(run, actor), *([job] if job else []))
-        self._outbox.committed()
+        self._outbox.committed(*messages)
         return run
 
     async def _save(self, run: Run, actor: str) -> None:
-        async with driver_transaction(self._engine) as tx:
-            await self._runs.save_state(tx, run)
-            await self._outbox.add(tx, self._event(run, actor))
-        self._outbox.committed()
+        messages = (self._event(run, actor),)
+        async with self._engine.connect() as conn:
+            saved = await self._runs.save_state(conn, run, messages)
+        if saved:
+            self._outbox.committed(*messages)
 
     async def _finish(self, run: Run, prompt: str, actor: str, on_partial: PartialSink | None = None) -> Run:
         assert self._run_engine is not None

@@ -78,7 +78,8 @@ class AgentServer:
             ttl_s=settings.credential_ttl_s,
         )
         self.providers = providers
-        agents_repo, tasks_repo, runs_repo = AgentRepository(), TaskRepository(), RunRepository()
+        agents_repo, tasks_repo = AgentRepository(), TaskRepository()
+        runs_repo = RunRepository(runtime.outbox)
         agent_service = AgentService(
             engine=runtime.engine,
             repository=agents_repo,

@@ -261,8 +261,8 @@ class AgentService:
                 )
                 assert earlier is not None
                 return earlier[0]
-            await self._outbox.add(conn, self._event(agent, "created", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(agent, "created", principal.key_id))
+        self._outbox.committed(*staged)
         return agent
 
     async def get(self, principal: Principal, agent_id: str, *, version: int = 0) -> Agent:
@@ -335,8 +335,8 @@ class AgentService:
                 return current
             updated = replace(updated, version=current.version + 1, update_time=utcnow())
             await self._repo.add_version(conn, updated)
-            await self._outbox.add(conn, self._event(updated, "updated", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(updated, "updated", principal.key_id))
+        self._outbox.committed(*staged)
         return updated
 
     async def delete(self, principal: Principal, agent_id: str, *, etag: str) -> Agent:
@@ -345,8 +345,8 @@ class AgentService:
             current = await self._locked(conn, principal, agent_id)
             check_etag(etag, current.etag, what="agent")
             await self._repo.mark_deleted(conn, current.id, when=utcnow())
-            await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
+        self._outbox.committed(*staged)
         return current
 
     async def list_page(
@@ -617,8 +617,8 @@ class TaskService:
                 )
                 assert earlier is not None
                 return earlier[0]
-            await self._outbox.add(conn, self._event(task, "created", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(task, "created", principal.key_id))
+        self._outbox.committed(*staged)
         return task
 
     async def get(self, principal: Principal, task_id: str, *, version: int = 0) -> Task:
@@ -673,8 +673,8 @@ class TaskService:
                 return current
             updated = replace(updated, version=current.version + 1, update_time=utcnow())
             await self._repo.add_version(conn, updated)
-            await self._outbox.add(conn, self._event(updated, "updated", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(updated, "updated", principal.key_id))
+        self._outbox.committed(*staged)
         return updated
 
     async def delete(self, principal: Principal, task_id: str, *, etag: str) -> Task:
@@ -683,8 +683,8 @@ class TaskService:
             current = await self._locked(conn, principal, task_id)
             check_etag(etag, current.etag, what="task")
             await self._repo.mark_deleted(conn, current.id, when=utcnow())
-            await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
+        self._outbox.committed(*staged)
         return current
 
     async def list_page(

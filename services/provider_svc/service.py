@@ -274,8 +274,8 @@ class ProviderService:
                 messages.append(self._event(provider, "validated", principal.key_id))
             else:
                 messages.append(self._job(provider, "created"))
-            await self._outbox.add(conn, *messages)
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, *messages)
+        self._outbox.committed(*staged)
         return provider
 
     async def get(self, principal: Principal, provider_id: str) -> Provider:
@@ -392,8 +392,8 @@ class ProviderService:
                     messages.append(self._event(updated, "validated", principal.key_id))
                 else:
                     messages.append(self._job(updated, "updated"))
-            await self._outbox.add(conn, *messages)
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, *messages)
+        self._outbox.committed(*staged)
         return updated
 
     async def delete(self, principal: Principal, provider_id: str, *, etag: str, force: bool) -> Provider:
@@ -411,8 +411,8 @@ class ProviderService:
                         reason="PROVIDER_IN_USE",
                     )
             await self._repo.delete(conn, current.id)
-            await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
+        self._outbox.committed(*staged)
         return current
 
     async def request_validation(self, principal: Principal, provider_id: str) -> Provider:
@@ -441,8 +441,8 @@ class ProviderService:
                     self._event(updated, "updated", principal.key_id),
                     self._job(updated, "requested"),
                 ]
-            await self._outbox.add(conn, *messages)
-        self._outbox.committed()
+            staged = await self._outbox.add(conn, *messages)
+        self._outbox.committed(*staged)
         return updated
 
     async def resolve_credentials(self, principal: Principal, provider_id: str) -> Credential:

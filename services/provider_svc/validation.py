@@ -360,7 +360,7 @@ class ValidationWorker:
                 return
             await self._repo.set_validation(conn, provider.id, validation, next_check_at=next_check)
             updated = replace(current, validation=validation)
-            await self._outbox.add(
+            staged = await self._outbox.add(
                 conn,
                 self._outbox.event(
                     collection="providers",
@@ -373,7 +373,7 @@ class ValidationWorker:
                     time=now,
                 ),
             )
-        self._outbox.committed()
+        self._outbox.committed(*staged)
 
 
 class RecheckScheduler:
@@ -404,7 +404,7 @@ class RecheckScheduler:
         while True:
             async with self._engine.begin() as conn:
                 due = await self._repo.claim_due_rechecks(conn, now=utcnow(), limit=100)
-                await self._outbox.add(
+                staged = await self._outbox.add(
                     conn,
                     *(
                         Outbox.job(
@@ -415,7 +415,7 @@ class RecheckScheduler:
                     ),
                 )
             if due:
-                self._outbox.committed()
+                self._outbox.committed(*staged)
             queued += len(due)
             if len(due) < 100:
                 return queued

@@ -170,7 +170,7 @@ async def test_republished_rows_are_dropped_as_duplicates(fresh_database_url, na
         # The "first relay": it published every row, then died before deleting them.
         for message in messages:
             await js.publish(message.subject, message.payload, headers={"Nats-Msg-Id": message.id})
-        relay = OutboxRelay(engine=engine, table=outbox_table, js=js, wake=asyncio.Event())
+        relay = OutboxRelay(engine=engine, table=outbox_table, js=js)
         assert await relay.relay_batch() == 20
         events = [e for e in await read_events(js) if e["subject"].startswith("providers/prv_dup")]
         assert sorted(e["subject"] for e in events) == sorted(f"providers/prv_dup{i}" for i in range(20))
@@ -197,10 +197,7 @@ async def test_two_relays_claim_disjoint_rows(fresh_database_url, nats_server, j
     try:
         async with engines[0].begin() as conn:
             await outbox.add(conn, *messages)
-        relays = [
-            OutboxRelay(engine=e, table=outbox_table, js=js, wake=asyncio.Event(), batch_size=25)
-            for e in engines
-        ]
+        relays = [OutboxRelay(engine=e, table=outbox_table, js=js, batch_size=25) for e in engines]
 
         async def drain(relay: OutboxRelay) -> int:
             sent = 0
