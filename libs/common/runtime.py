@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.auth import Access, KeyStore, ensure_bootstrap_admin_key, ensure_service_key
 from libs.common.db import create_engine
+from libs.common.gctune import tune_gc_for_serving
 from libs.common.grpc_server import AccessPolicy, CallInterceptor, GrpcServer
 from libs.common.logging import get_logger, redactor
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
@@ -175,6 +176,7 @@ class ServiceRuntime:
         for server in self._servers():
             await server.set_serving(True)
             await server.set_alive(True)
+        tune_gc_for_serving()
         _log.info("service_started", port=self.port, internal_port=self.internal_port)
         return self.port
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import httpx
 import httpx2
+from anthropic import AsyncAnthropic
+from groq import AsyncGroq
+from openai import AsyncOpenAI
 from pydantic_ai.models import Model
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.google import GoogleModel
@@ -59,34 +62,25 @@ def build_model(
         case "test":
             return TestModel(custom_output_args=example_instance(schema), model_name=model_name or "test")
         case "openai":
-            return OpenAIChatModel(
-                model_name, provider=OpenAIProvider(api_key=key, base_url=base, http_client=http.modern)
-            )
+            client = _openai(key, base, http)
+            return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
         case "openai_compatible":
             # Local servers often need no key, but the SDK insists on one.
-            return OpenAIChatModel(
-                model_name,
-                provider=OpenAIProvider(api_key=key or "none", base_url=base, http_client=http.modern),
-            )
+            client = _openai(key or "none", base, http)
+            return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
         case "ollama":
-            return OpenAIChatModel(
-                model_name,
-                provider=OllamaProvider(
-                    base_url=_ollama_base(credential.base_url), api_key=key or None, http_client=http.modern
-                ),
-            )
+            client = _openai(key or "ollama", _ollama_base(credential.base_url), http)
+            return OpenAIChatModel(model_name, provider=OllamaProvider(openai_client=client))
         case "anthropic":
-            return AnthropicModel(
-                model_name, provider=AnthropicProvider(api_key=key, base_url=base, http_client=http.modern)
-            )
+            anthropic = AsyncAnthropic(api_key=key, base_url=base, http_client=http.modern, max_retries=0)
+            return AnthropicModel(model_name, provider=AnthropicProvider(anthropic_client=anthropic))
         case "google":
             return GoogleModel(
                 model_name, provider=GoogleProvider(api_key=key, base_url=base, http_client=http.modern)
             )
         case "groq":
-            return GroqModel(
-                model_name, provider=GroqProvider(api_key=key, base_url=base, http_client=http.legacy)
-            )
+            groq = AsyncGroq(api_key=key, base_url=base, http_client=http.legacy, max_retries=0)
+            return GroqModel(model_name, provider=GroqProvider(groq_client=groq))
         case "mistral":
             return MistralModel(
                 model_name, provider=MistralProvider(api_key=key, base_url=base, http_client=http.modern)
@@ -95,9 +89,21 @@ def build_model(
             raise FailedPrecondition(f"provider type '{other}' is not supported by this agent_svc")
 
 
-def model_settings(settings: ModelSettings) -> PaiModelSettings:
+def _openai(key: str, base: str | None, http: HttpClients) -> AsyncOpenAI:
+    return AsyncOpenAI(api_key=key, base_url=base, http_client=http.modern, max_retries=0)
+
+
+# SDKs built here with max_retries=0 (see build_model). Setting `max_retries` per request
+# instead makes pydantic-ai copy the SDK client on every request (`with_options`), which
+# costs more than a millisecond of CPU per model call.
+_RETRIES_OFF_IN_CLIENT = frozenset({"openai", "openai_compatible", "ollama", "anthropic", "groq"})
+
+
+def model_settings(settings: ModelSettings, provider_type: str) -> PaiModelSettings:
     """pydantic-ai settings for an agent's model settings (SDK retries off)."""
-    result: PaiModelSettings = {"max_retries": 0, "timeout": settings.run_timeout_s}
+    result: PaiModelSettings = {"timeout": settings.run_timeout_s}
+    if provider_type not in _RETRIES_OFF_IN_CLIENT:
+        result["max_retries"] = 0
     if settings.temperature is not None:
         result["temperature"] = settings.temperature
     if settings.max_tokens is not None:

@@ -277,7 +277,7 @@ class RunEngine:
             output_type=compiled.output_type,
             system_prompt=agent.system_prompt or (),
             instructions=task.instructions or None,
-            model_settings=model_settings(agent.model_settings),
+            model_settings=model_settings(agent.model_settings, credential.type),
             retries={"output": agent.output_retries, "tools": 0},
             defer_model_check=True,
         )

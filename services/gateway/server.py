@@ -11,6 +11,7 @@ import uvicorn
 from nats.aio.client import Client as NatsClient
 
 from libs.common.auth import KeyStore, ensure_bootstrap_admin_key
+from libs.common.gctune import tune_gc_for_serving
 from libs.common.logging import get_logger, redactor
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
 from services.gateway.app import GatewayApp, create_app
@@ -91,6 +92,7 @@ class GatewayServer:
             if self._serving.done():
                 self._serving.result()
             await asyncio.sleep(0.01)
+        tune_gc_for_serving()
         _log.info("gateway_started", port=self.port)
         return self.port
 
