@@ -71,7 +71,7 @@ from services.agent_svc.models import HttpClients, build_model, model_settings
 from services.agent_svc.providers import ProviderClient
 from services.agent_svc.registry import Registry
 from services.agent_svc.repository import AgentRepository, RunRepository, TaskRepository, current_versions
-from services.agent_svc.schema_compiler import CompiledSchema, SchemaCompiler, SchemaOutput
+from services.agent_svc.schema_compiler import CompiledSchema, SchemaCompiler, SchemaOutput, ordered_hash
 
 __all__ = [
     "RUN_JOB_SUBJECT",
@@ -269,7 +269,9 @@ class RunEngine:
     async def _build(self, key: RunKey) -> BuiltAgent:
         agent = await self._agents(key.agent_id, key.agent_version)
         task = await self._tasks(key.task_id, key.task_version)
-        compiled = self._compiler.lookup(task.schema_hash) or self._compiler.compile(task.response_schema)
+        # By ordered hash: the model is shown this task's schema in this task's key order.
+        schema = task.response_schema
+        compiled = self._compiler.lookup(ordered_hash(schema)) or self._compiler.compile(schema)
         credential = await self._providers.credential(agent.provider_id)
         model = build_model(credential, agent.model, schema=compiled, http=self._http)
         pai_agent: PydanticAgent[None, SchemaOutput] = PydanticAgent(
@@ -528,13 +530,31 @@ class RunService:
         if saved:
             self._outbox.committed(*messages)
 
-    async def _finish(self, run: Run, prompt: str, actor: str, on_partial: PartialSink | None = None) -> Run:
+    async def _finish(
+        self,
+        run: Run,
+        prompt: str,
+        actor: str,
+        on_partial: PartialSink | None = None,
+        *,
+        stored: Awaitable[Run] | None = None,
+    ) -> Run:
+        """Execute and store the outcome; with `stored`, the run's insert overlaps the model call."""
         assert self._run_engine is not None
         started = time.perf_counter()
         key = RunKey(
             run.agent_id, run.agent_version, run.task_id, run.task_version, await self._provider_of(run)
         )
-        outcome = await self._run_engine.execute(key, prompt, on_partial=on_partial)
+        if stored is None:
+            outcome = await self._run_engine.execute(key, prompt, on_partial=on_partial)
+        else:
+            execution = asyncio.ensure_future(self._run_engine.execute(key, prompt, on_partial=on_partial))
+            try:
+                await stored
+            except BaseException:
+                execution.cancel()  # the run could not be stored: no answer without a record
+                raise
+            outcome = await execution
         finished = replace(
             run,
             status=outcome.status,
@@ -568,12 +588,17 @@ class RunService:
     async def create(self, principal: Principal, request: RunRequest, *, request_id: str) -> Run:
         """Run and wait for the answer."""
         agent, task, prompt = await self._prepare(principal, request)
-        run = await self._insert(
-            self._new_run(agent, task, request, RunStatus.RUNNING),
-            actor=principal.key_id,
-            request_id=request_id,
-            fingerprint=_request_fingerprint(request),
+        run = self._new_run(agent, task, request, RunStatus.RUNNING)
+        insert = self._insert(
+            run, actor=principal.key_id, request_id=request_id, fingerprint=_request_fingerprint(request)
         )
+        if not request_id:
+            # Nothing to deduplicate: store the run while the model is already being asked.
+            # The `running` event still commits (and is published) before the outcome's.
+            return await asyncio.shield(
+                self._shielded(self._finish(run, prompt, principal.key_id, stored=insert))
+            )
+        run = await insert
         if run.status is not RunStatus.RUNNING or run.end_time is not None:
             return run  # an earlier request with this request_id
         return await asyncio.shield(self._shielded(self._finish(run, prompt, principal.key_id)))
@@ -715,10 +740,13 @@ class RunService:
 class RunWorker:
     """Executes started runs from the JetStream work queue (one job, one replica)."""
 
-    def __init__(self, *, js: JetStreamContext, service: RunService, concurrency: int) -> None:
+    def __init__(
+        self, *, js: JetStreamContext, service: RunService, concurrency: int, ack_wait_s: float = 60.0
+    ) -> None:
         self._js = js
         self._service = service
         self._concurrency = concurrency
+        self._ack_wait_s = ack_wait_s
 
     async def run(self) -> None:
         """Consume jobs until cancelled."""
@@ -729,7 +757,7 @@ class RunWorker:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60.0,
+                ack_wait=self._ack_wait_s,
                 max_deliver=5,
                 max_ack_pending=self._concurrency * 4,
             ),
@@ -775,7 +803,7 @@ class RunWorker:
 
         async def heartbeat() -> None:
             while True:
-                await asyncio.sleep(20)
+                await asyncio.sleep(self._ack_wait_s / 3)
                 with contextlib.suppress(Exception):
                     await message.in_progress()
 

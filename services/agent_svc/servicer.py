@@ -11,7 +11,7 @@ from agentmgr.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc, task_p
 from libs.common.auth import Access
 from libs.common.grpc_server import current_principal
 from libs.common.jsonvalue import JsonObject
-from libs.common.protojson import dict_to_struct, message_to_json, struct_to_dict
+from libs.common.protojson import dict_to_struct, message_to_json, normalize_numbers, struct_to_dict
 from services.agent_svc.domain import Agent, ModelSettings, Run, Task
 from services.agent_svc.runs import RunRequest, RunService
 from services.agent_svc.service import (
@@ -184,9 +184,51 @@ def task_json(task: Task) -> JsonObject:
     return message_to_json(task_to_proto(task))
 
 
+def _json_time(value: dt.datetime) -> str:
+    """RFC 3339 in UTC exactly as protobuf's JSON mapping writes a Timestamp."""
+    utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+    text = utc.isoformat(timespec="seconds")
+    micros = utc.microsecond
+    if micros:
+        text += f".{micros // 1000:03d}" if micros % 1000 == 0 else f".{micros:06d}"
+    return text + "Z"
+
+
 def run_json(run: Run) -> JsonObject:
-    """A run as REST returns it and events carry it."""
-    return message_to_json(run_to_proto(run))
+    """A run as REST returns it and events carry it: `message_to_json(run_to_proto(run))`.
+
+    Built directly because every run state change encodes it for its event, and going
+    through protobuf's JSON mapping costs about ten times as much (a test holds the two
+    equal).
+    """
+    data: dict[str, object] = {
+        "id": run.id,
+        "project": run.project,
+        "agent_id": run.agent_id,
+        "agent_version": run.agent_version,
+        "task_id": run.task_id,
+        "task_version": run.task_version,
+        "variables": normalize_numbers(dict(run.variables)),
+        "status": run.status.value,
+        "usage": {
+            "requests": run.usage.requests,
+            "input_tokens": run.usage.input_tokens,
+            "output_tokens": run.usage.output_tokens,
+        },
+        "attempts": run.attempts,
+        "latency_ms": run.latency_ms,
+        "create_time": _json_time(run.create_time),
+        "prompt": run.prompt,
+    }
+    if run.output is not None:
+        data["output"] = normalize_numbers(dict(run.output))
+    if run.error is not None:
+        data["error"] = {"code": run.error.code.value, "message": run.error.message}
+    if run.start_time is not None:
+        data["start_time"] = _json_time(run.start_time)
+    if run.end_time is not None:
+        data["end_time"] = _json_time(run.end_time)
+    return data
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
