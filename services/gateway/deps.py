@@ -51,13 +51,17 @@ def _state(request: Request) -> tuple[KeyStore, RateLimiter | None, GatewaySetti
     return state.keys, state.limiter, state.settings
 
 
-def get_settings(request: Request) -> GatewaySettings:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
+# thread pool, a thread hop per request for a dictionary lookup.
+
+
+async def get_settings(request: Request) -> GatewaySettings:
     """The gateway's settings."""
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
     """The gRPC backends."""
     backends: Backends = request.app.state.backends
     return backends
