@@ -30,7 +30,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -123,7 +123,8 @@ task_versions = Table(
     Column("description", Text, nullable=False),
     Column("instructions", Text, nullable=False),
     Column("prompt_template", Text, nullable=False),
-    Column("response_schema", JSONB, nullable=False),
+    # `json`, not `jsonb`: the schema keeps its author's key order (migration 0002).
+    Column("response_schema", JSON, nullable=False),
     Column("schema_hash", Text, nullable=False),
     Column("create_time", _TS, nullable=False),
     Column("update_time", _TS, nullable=False),

@@ -96,11 +96,12 @@ closed. None is open within the supported subset and the JSON domain.
 
 Identity and order
 ------------------
-A schema's identity is its canonical JSON (sorted keys, compact, UTF-8): `schema_hash`,
-the cache key and `CompiledSchema.schema` all use it. What the model sees keeps the
-author's property order (it matters to some models: "reasoning" before "answer"); two
-schemas that differ only in key order share one cache entry, and the one compiled
-first decides the order the model sees.
+A schema's identity is its canonical JSON (sorted keys, compact, UTF-8): `schema_hash`
+and `CompiledSchema.schema` use it, so key order never changes what a schema means.
+What the model sees keeps the author's key order (property order steers what a model
+writes first: "reasoning" before "answer"), so the cache is keyed by `ordered_hash`,
+the hash of the schema's JSON in its own order: two schemas that differ only in key
+order are two entries, each rendered in its own order.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, cast
 
-from libs.common.jsonvalue import JsonObject
+from libs.common.jsonvalue import JsonObject, JsonValue
 from services.agent_svc._schema_check import CheckedSchema, canonical_json, check_schema
 from services.agent_svc._schema_example import build_example
 from services.agent_svc._schema_render import SchemaOutput, make_output_type
@@ -128,6 +129,7 @@ __all__ = [
     "SchemaOutput",
     "canonical_hash",
     "example_instance",
+    "ordered_hash",
 ]
 
 _OUTPUT_TYPE_NAME: Final = "TaskOutput"
@@ -143,6 +145,8 @@ class CompiledSchema:
 
     schema_hash: str
     """sha256 (hex) of the canonical JSON: sorted keys, compact separators, UTF-8."""
+    ordered_hash: str
+    """sha256 (hex) of the JSON in the schema's own key order (compact, UTF-8): the cache key."""
     schema: JsonObject
     """The canonical schema (a private copy; mutating it changes nothing compiled)."""
     draft: Draft
@@ -176,7 +180,7 @@ class CompiledSchema:
 
 
 class SchemaCompiler:
-    """Checks and compiles schemas, caching compiled ones by canonical hash (LRU).
+    """Checks and compiles schemas, caching compiled ones by ordered hash (LRU).
 
     Safe to share between threads and asyncio tasks: the cache is guarded by a lock
     that is never held while compiling, and nothing here awaits.
@@ -207,33 +211,36 @@ class SchemaCompiler:
     def compile(self, schema: Mapping[str, object]) -> CompiledSchema:
         """Check and compile a schema, or return the cached compilation of an equal one.
 
-        Raises `SchemaError` (with a JSON pointer) when the schema is refused.
+        Equal means the same JSON in the same key order: the output type shows the model
+        the schema in `schema`'s own order. Raises `SchemaError` (with a JSON pointer)
+        when the schema is refused.
         """
         checked = check_schema(schema, self._budget)
-        cached = self.lookup(checked.schema_hash)
+        key = _sha256(_ordered_json(checked.document))
+        cached = self.lookup(key)
         if cached is not None:
             return cached
-        compiled = self._build(checked)
+        compiled = self._build(checked, key)
         with self._lock:
             # Another caller may have compiled the same schema meanwhile: keep one.
-            existing = self._cache.get(compiled.schema_hash)
+            existing = self._cache.get(key)
             if existing is not None:
-                self._cache.move_to_end(compiled.schema_hash)
+                self._cache.move_to_end(key)
                 return existing
-            self._cache[compiled.schema_hash] = compiled
+            self._cache[key] = compiled
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return compiled
 
-    def lookup(self, schema_hash: str) -> CompiledSchema | None:
-        """The cached compilation for a hash, or None (a dictionary look-up, no hashing)."""
+    def lookup(self, ordered_hash: str) -> CompiledSchema | None:
+        """The cached compilation for an `ordered_hash`, or None (a dictionary look-up)."""
         with self._lock:
-            compiled = self._cache.get(schema_hash)
+            compiled = self._cache.get(ordered_hash)
             if compiled is not None:
-                self._cache.move_to_end(schema_hash)
+                self._cache.move_to_end(ordered_hash)
             return compiled
 
-    def _build(self, checked: CheckedSchema) -> CompiledSchema:
+    def _build(self, checked: CheckedSchema, ordered_hash: str) -> CompiledSchema:
         root = build_graph(checked, self._budget)
         validator = InstanceValidator(root, _OUTPUT_TYPE_NAME, self._budget.max_instance_depth)
         output_type = make_output_type(
@@ -244,6 +251,7 @@ class SchemaCompiler:
         )
         return CompiledSchema(
             schema_hash=checked.schema_hash,
+            ordered_hash=ordered_hash,
             schema=cast(JsonObject, json.loads(checked.canonical)),
             draft=checked.draft,
             output_type=output_type,
@@ -262,6 +270,27 @@ def canonical_hash(schema: Mapping[str, object]) -> str:
         location = "".join(f"/{part}" for part in problem[0])
         raise SchemaError(location, problem[2])
     return hashlib.sha256(canonical_json(copy).encode()).hexdigest()
+
+
+def ordered_hash(schema: Mapping[str, object]) -> str:
+    """sha256 (hex) of a JSON object's JSON in its own key order, as `CompiledSchema.ordered_hash`.
+
+    What `SchemaCompiler.lookup` takes: a schema read back from storage finds its
+    compilation without being checked again. Raises `SchemaError` as `canonical_hash`.
+    """
+    copy, problem = copy_instance(schema, _CANONICAL_MAX_DEPTH)
+    if problem is not None:
+        location = "".join(f"/{part}" for part in problem[0])
+        raise SchemaError(location, problem[2])
+    return _sha256(_ordered_json(copy))
+
+
+def _ordered_json(document: JsonValue) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def example_instance(target: CompiledSchema | Mapping[str, object]) -> JsonObject:

@@ -36,7 +36,7 @@ from services.agent_svc.domain import (
 )
 from services.agent_svc.providers import ProviderClient
 from services.agent_svc.repository import AgentRepository, TaskRepository
-from services.agent_svc.schema_compiler import CompiledSchema, SchemaCompiler, SchemaError
+from services.agent_svc.schema_compiler import CompiledSchema, SchemaCompiler, SchemaError, ordered_hash
 
 __all__ = [
     "AgentChanges",
@@ -598,7 +598,8 @@ class TaskService:
                     "description": description,
                     "instructions": instructions,
                     "prompt_template": template,
-                    "schema_hash": compiled.schema_hash,
+                    # Key order is part of the request: it is what the model is shown.
+                    "schema": compiled.ordered_hash,
                 }
             )
             if request_id
@@ -665,11 +666,15 @@ class TaskService:
                 )
             if "prompt_template" in paths:
                 updated = replace(updated, prompt_template=self._checked_template(changes.prompt_template))
-            if compiled is not None and compiled.schema_hash != current.schema_hash:
+            # A reordered schema is a change (the model sees the new order), although the
+            # dicts compare equal: decided by the ordered hash, not by `==`.
+            schema_changed = False
+            if compiled is not None and compiled.ordered_hash != ordered_hash(current.response_schema):
                 updated = replace(
                     updated, response_schema=changes.response_schema or {}, schema_hash=compiled.schema_hash
                 )
-            if updated == current:
+                schema_changed = True
+            if updated == current and not schema_changed:
                 return current
             updated = replace(updated, version=current.version + 1, update_time=utcnow())
             await self._repo.add_version(conn, updated)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from agentmgr.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc, task_pb2, task_pb2_grpc
 from libs.common.auth import Access
+from libs.common.errors import InvalidArgument
 from libs.common.grpc_server import current_principal
-from libs.common.jsonvalue import JsonObject
+from libs.common.jsonvalue import JsonObject, JsonValue
 from libs.common.protojson import dict_to_struct, message_to_json, normalize_numbers, struct_to_dict
 from services.agent_svc.domain import Agent, ModelSettings, Run, Task
 from services.agent_svc.runs import RunRequest, RunService
@@ -139,7 +142,58 @@ def task_to_proto(task: Task) -> task_pb2.Task:
         create_time=_timestamp(task.create_time),
         update_time=_timestamp(task.update_time),
         etag=task.etag,
+        response_schema_json=json.dumps(task.response_schema, ensure_ascii=False, separators=(",", ":")),
     )
+
+
+def _unique_keys(pairs: list[tuple[str, JsonValue]]) -> JsonObject:
+    # I-JSON (RFC 7493): a repeated name is refused, not silently resolved to the last.
+    result: JsonObject = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:64]!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _schema_from_request(
+    struct: struct_pb2.Struct, text: str, *, struct_given: bool, field_path: str
+) -> JsonObject:
+    """The schema a request carries, in its author's key order when sent as JSON text.
+
+    `text` (the `*_json` field) wins over the Struct, which keeps no order; when both are
+    given they must be the same JSON value, or INVALID_ARGUMENT names the text field.
+    Integral numbers read as from a Struct (`1.0` is `1`), so that both fields give
+    one schema and one hash.
+    """
+    if not text:
+        return struct_to_dict(struct)
+    text_field = f"{field_path}_json"
+    try:
+        parsed = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidArgument.for_field(text_field, "not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidArgument.for_field(text_field, f"not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidArgument.for_field(text_field, "must be a JSON object")
+    schema = normalize_numbers(parsed)
+    assert isinstance(schema, dict)
+    try:
+        # Reads return the schema as a Struct too: its numbers must fit a double.
+        as_struct: struct_pb2.Struct | None = dict_to_struct(schema)
+    except OverflowError:
+        raise InvalidArgument.for_field(text_field, "numbers must be within the range of a double") from None
+    except ValueError:
+        as_struct = None  # not valid Unicode: the schema compiler refuses it with a pointer
+    if struct_given and (as_struct is None or struct_to_dict(as_struct) != struct_to_dict(struct)):
+        message = f"is not the same schema as {field_path}: send one of them, or the same schema in both"
+        raise InvalidArgument.for_field(text_field, message)
+    return schema
 
 
 def run_to_proto(run: Run) -> run_pb2.Run:
@@ -180,8 +234,11 @@ def agent_json(agent: Agent) -> JsonObject:
 
 
 def task_json(task: Task) -> JsonObject:
-    """A task as REST returns it and events carry it."""
-    return message_to_json(task_to_proto(task))
+    """A task as REST returns it and events carry it: `response_schema` in the author's key order."""
+    data = message_to_json(task_to_proto(task))
+    del data["response_schema_json"]  # the wire's way to carry the order; REST's object keeps it
+    data["response_schema"] = normalize_numbers(task.response_schema)
+    return data
 
 
 def _json_time(value: dt.datetime) -> str:
@@ -201,7 +258,7 @@ def run_json(run: Run) -> JsonObject:
     through protobuf's JSON mapping costs about ten times as much (a test holds the two
     equal).
     """
-    data: dict[str, object] = {
+    data: JsonObject = {
         "id": run.id,
         "project": run.project,
         "agent_id": run.agent_id,
@@ -316,6 +373,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
 
 
+def _task_schema(task: task_pb2.Task) -> JsonObject:
+    return _schema_from_request(
+        task.response_schema,
+        task.response_schema_json,
+        struct_given=task.HasField("response_schema"),
+        field_path="task.response_schema",
+    )
+
+
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     """TaskService over gRPC."""
 
@@ -334,7 +400,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
                 description=t.description,
                 instructions=t.instructions,
                 prompt_template=t.prompt_template,
-                response_schema=struct_to_dict(t.response_schema),
+                response_schema=_task_schema(t),
                 request_id=request.request_id,
             ),
         )
@@ -359,17 +425,24 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.UpdateTaskRequest, context: object
     ) -> task_pb2.UpdateTaskResponse:
         t = request.task
+        # `response_schema_json` is the same field as `response_schema`, as text.
+        paths = list(
+            dict.fromkeys(
+                "response_schema" if path == "response_schema_json" else path
+                for path in request.update_mask.paths
+            )
+        )
         task = await self._service.update(
             current_principal(),
             TaskChanges(
                 id=t.id,
                 etag=t.etag,
-                paths=list(request.update_mask.paths),
+                paths=paths,
                 name=t.name,
                 description=t.description,
                 instructions=t.instructions,
                 prompt_template=t.prompt_template,
-                response_schema=struct_to_dict(t.response_schema),
+                response_schema=_task_schema(t) if "response_schema" in paths else None,
             ),
         )
         return task_pb2.UpdateTaskResponse(task=task_to_proto(task))
@@ -393,7 +466,13 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     async def CheckTaskSchema(
         self, request: task_pb2.CheckTaskSchemaRequest, context: object
     ) -> task_pb2.CheckTaskSchemaResponse:
-        verdict = self._service.check_schema(struct_to_dict(request.response_schema))
+        schema = _schema_from_request(
+            request.response_schema,
+            request.response_schema_json,
+            struct_given=request.HasField("response_schema"),
+            field_path="response_schema",
+        )
+        verdict = self._service.check_schema(schema)
         return task_pb2.CheckTaskSchemaResponse(
             valid=not verdict.errors,
             errors=[task_pb2.SchemaIssue(pointer=e.pointer, message=e.message) for e in verdict.errors],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -396,3 +398,219 @@ async def test_check_schema_warns_about_provider_limits(stack, keys):
     assert ("", "OpenAI") in messages
     assert any(w.pointer == "/properties/b/oneOf" and "openai" in w.provider_types for w in verdict.warnings)
     assert any(w.pointer == "/properties/a/format" for w in verdict.warnings)
+
+
+# --- key order of a task's schema ------------------------------------------------------
+
+# Neither sorted nor JSONB's order (shortest key first), nested, keywords out of order.
+ORDERED: dict[str, Any] = {
+    "type": "object",
+    "required": ["zeta", "alpha"],
+    "properties": {
+        "zeta": {"type": "string", "description": "first"},
+        "alpha": {
+            "type": "object",
+            "properties": {"zz": {"type": "integer"}, "a": {"type": "integer", "minimum": 1}},
+        },
+        "mid": {"type": "number"},
+        "beta": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+REORDERED = {**ORDERED, "properties": dict(reversed(list(ORDERED["properties"].items())))}
+
+
+def ordered(value) -> str:
+    """Key order made visible: JSON text keeps it, `==` on dicts does not."""
+    return json.dumps(value)
+
+
+def schema_of(message: task_pb2.Task) -> dict:
+    return json.loads(message.response_schema_json)
+
+
+async def test_task_schema_keeps_the_authors_key_order(stack, keys, js):
+    created = (
+        await stack.tasks.CreateTask(
+            task_pb2.CreateTaskRequest(
+                task=task_pb2.Task(name=_name("ord"), response_schema_json=json.dumps(ORDERED))
+            ),
+            metadata=auth(keys.admin),
+        )
+    ).task
+    assert ordered(schema_of(created)) == ordered(ORDERED)
+    assert struct_to_dict(created.response_schema) == ORDERED  # still there for Struct clients
+    got = (await stack.tasks.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=auth(keys.viewer))).task
+    assert ordered(schema_of(got)) == ordered(ORDERED)
+    listed = await stack.tasks.ListTasks(
+        task_pb2.ListTasksRequest(page_size=1000), metadata=auth(keys.viewer)
+    )
+    (mine,) = [t for t in listed.tasks if t.id == created.id]
+    assert ordered(schema_of(mine)) == ordered(ORDERED)
+
+    # Reordering alone is a change (the model sees the new order): a new version. The
+    # text field is also accepted as the mask path.
+    def reorder(schema, etag, path="response_schema_json"):
+        return stack.tasks.UpdateTask(
+            task_pb2.UpdateTaskRequest(
+                task=task_pb2.Task(id=created.id, etag=etag, response_schema_json=json.dumps(schema)),
+                update_mask=field_mask_pb2.FieldMask(paths=[path]),
+            ),
+            metadata=auth(keys.admin),
+        )
+
+    updated = (await reorder(REORDERED, created.etag)).task
+    assert updated.version == 2 and ordered(schema_of(updated)) == ordered(REORDERED)
+    assert updated.response_schema == created.response_schema  # the same map
+    again = (await reorder(REORDERED, updated.etag, path="response_schema")).task
+    assert again.version == 2 and again.etag == updated.etag  # nothing changed: no version
+    v1 = (
+        await stack.tasks.GetTask(
+            task_pb2.GetTaskRequest(id=created.id, version=1), metadata=auth(keys.viewer)
+        )
+    ).task
+    assert ordered(schema_of(v1)) == ordered(ORDERED)
+    versions = await stack.tasks.ListTaskVersions(
+        task_pb2.ListTaskVersionsRequest(id=created.id), metadata=auth(keys.viewer)
+    )
+    assert [ordered(schema_of(t)) for t in versions.tasks] == [ordered(REORDERED), ordered(ORDERED)]
+
+    async def events():
+        found = [
+            e
+            for e in await read_events(js, subject="agentmgr.events.tasks.>")
+            if e["subject"] == f"tasks/{created.id}"
+        ]
+        assert [e["type"] for e in found] == ["agentmgr.task.created", "agentmgr.task.updated"]
+        # Events carry the ordered object as `response_schema`, not the wire's text field.
+        assert [ordered(e["data"]["response_schema"]) for e in found] == [
+            ordered(ORDERED),
+            ordered(REORDERED),
+        ]
+        assert all("response_schema_json" not in e["data"] for e in found)
+
+    await eventually(events)
+
+
+async def test_schema_given_both_ways_must_agree(stack, keys):
+    both = (
+        await stack.tasks.CreateTask(
+            task_pb2.CreateTaskRequest(
+                task=task_pb2.Task(
+                    name=_name("both"),
+                    response_schema=struct(ORDERED),
+                    response_schema_json=json.dumps(ORDERED),
+                )
+            ),
+            metadata=auth(keys.admin),
+        )
+    ).task
+    assert ordered(schema_of(both)) == ordered(ORDERED)  # the text decides the order
+
+    other = json.dumps({**ORDERED, "required": ["zeta"]})
+    error = await expect(
+        stack.tasks.CreateTask(
+            task_pb2.CreateTaskRequest(
+                task=task_pb2.Task(
+                    name=_name("both"), response_schema=struct(ORDERED), response_schema_json=other
+                )
+            ),
+            metadata=auth(keys.admin),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(error) == ["task.response_schema_json"]
+    assert "task.response_schema" in error.details()
+    error = await expect(
+        stack.tasks.UpdateTask(
+            task_pb2.UpdateTaskRequest(
+                task=task_pb2.Task(id=both.id, response_schema=struct(SCHEMA), response_schema_json=other),
+                update_mask=field_mask_pb2.FieldMask(paths=["response_schema"]),
+            ),
+            metadata=auth(keys.admin),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(error) == ["task.response_schema_json"]
+    error = await expect(
+        stack.tasks.CheckTaskSchema(
+            task_pb2.CheckTaskSchemaRequest(response_schema=struct(SCHEMA), response_schema_json=other),
+            metadata=auth(keys.viewer),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(error) == ["response_schema_json"]
+
+    # Outside the mask, the schema fields are not read at all (AIP-134).
+    renamed = (
+        await stack.tasks.UpdateTask(
+            task_pb2.UpdateTaskRequest(
+                task=task_pb2.Task(id=both.id, description="d", response_schema_json="{"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+            ),
+            metadata=auth(keys.admin),
+        )
+    ).task
+    assert renamed.version == 2 and ordered(schema_of(renamed)) == ordered(ORDERED)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ('{"type": "object", "type": "object"}', "duplicate key 'type'"),
+        ('{"type": "object", "properties": {"a": {"maximum": NaN}}}', "NaN is not JSON"),
+        ('{"type": "object", "properties": {"a": {"maximum": 1' + "0" * 400 + "}}}", "range of a double"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+    ids=["syntax", "array", "duplicate", "nan", "huge", "deep"],
+)
+async def test_bad_schema_text_is_invalid_argument(stack, keys, text, problem):
+    error = await expect(
+        stack.tasks.CreateTask(
+            task_pb2.CreateTaskRequest(task=task_pb2.Task(name=_name(), response_schema_json=text)),
+            metadata=auth(keys.admin),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(error) == ["task.response_schema_json"]
+    assert problem in error.details()
+    error = await expect(
+        stack.tasks.CheckTaskSchema(
+            task_pb2.CheckTaskSchemaRequest(response_schema_json=text), metadata=auth(keys.viewer)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(error) == ["response_schema_json"]
+
+
+async def test_schema_text_is_checked_like_the_struct(stack, keys):
+    # A problem inside the schema names the schema and its pointer, whichever field carried it.
+    bad = {"type": "object", "properties": {"a": {"type": "string", "minLength": -1}}}
+    error = await expect(
+        stack.tasks.CreateTask(
+            task_pb2.CreateTaskRequest(
+                task=task_pb2.Task(name=_name(), response_schema_json=json.dumps(bad))
+            ),
+            metadata=auth(keys.admin),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(error) == ["task.response_schema"]
+    assert error_of(error).metadata["pointer"] == "/properties/a/minLength"
+    as_text = await stack.tasks.CheckTaskSchema(
+        task_pb2.CheckTaskSchemaRequest(response_schema_json=json.dumps(REORDERED)),
+        metadata=auth(keys.viewer),
+    )
+    as_struct = await stack.tasks.CheckTaskSchema(
+        task_pb2.CheckTaskSchemaRequest(response_schema=struct(ORDERED)), metadata=auth(keys.viewer)
+    )
+    # Key order is not identity: one hash. `1.0` is read as `1`, as a Struct gives it.
+    assert as_text.valid and as_text.schema_hash == as_struct.schema_hash
+    with_float = json.dumps(ORDERED).replace('"minimum": 1', '"minimum": 1.0')
+    assert '"minimum": 1.0' in with_float
+    as_float = await stack.tasks.CheckTaskSchema(
+        task_pb2.CheckTaskSchemaRequest(response_schema_json=with_float), metadata=auth(keys.viewer)
+    )
+    assert as_float.schema_hash == as_struct.schema_hash

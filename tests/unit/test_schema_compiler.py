@@ -28,6 +28,7 @@ from services.agent_svc.schema_compiler import (
     SchemaOutput,
     canonical_hash,
     example_instance,
+    ordered_hash,
 )
 
 Json = Any  # test data: any JSON value
@@ -712,14 +713,43 @@ def test_canonical_hash_is_sorted_compact_utf8() -> None:
         canonical_hash({"x": math.nan})
 
 
-def test_compile_caches_by_canonical_hash(compiler: SchemaCompiler) -> None:
+def test_compile_caches_by_ordered_hash(compiler: SchemaCompiler) -> None:
     first = compiler.compile({"type": "object", "properties": {"a": {}, "b": {}}})
-    second = compiler.compile({"properties": {"b": {}, "a": {}}, "type": "object"})
-    assert second is first
+    assert compiler.compile({"type": "object", "properties": {"a": {}, "b": {}}}) is first
     assert first.schema_hash == canonical_hash(first.schema)
     assert list(first.schema) == ["properties", "type"]  # canonical: sorted keys
-    assert compiler.lookup(first.schema_hash) is first
+    assert first.ordered_hash == ordered_hash({"type": "object", "properties": {"a": {}, "b": {}}})
+    text = '{"type":"object","properties":{"a":{},"b":{}}}'
+    assert first.ordered_hash == hashlib.sha256(text.encode()).hexdigest()
+    assert compiler.lookup(first.ordered_hash) is first
+    assert compiler.lookup(first.schema_hash) is None
     assert compiler.lookup("0" * 64) is None
+
+
+def test_key_order_is_not_identity_but_is_what_the_model_sees(compiler: SchemaCompiler) -> None:
+    # Same schema, two orders: one hash, two compilations, each shown in its own property
+    # order (pydantic's generator sorts keywords, never properties).
+    inner = {"type": "object", "properties": {"y": {}, "x": {"$ref": "#/$defs/d"}}}
+    zeta_first = {
+        "type": "object",
+        "properties": {"zeta": inner, "alpha": {}, "mid": {}},
+        "$defs": {"d": {"type": "object", "properties": {"q": {}, "p": {}}}},
+    }
+    alpha_first = json.loads(json.dumps(zeta_first))
+    alpha_first["properties"] = {"alpha": {}, "mid": {}, "zeta": inner}
+    alpha_first["$defs"]["d"]["properties"] = {"p": {}, "q": {}}
+    a, b = compiler.compile(zeta_first), compiler.compile(alpha_first)
+    assert a.schema_hash == b.schema_hash and a.schema == b.schema
+    assert a.ordered_hash != b.ordered_hash and a is not b
+    assert list(llm_schema(a)["properties"]) == ["zeta", "alpha", "mid"]
+    assert list(llm_schema(a)["properties"]["zeta"]["properties"]) == ["y", "x"]
+    assert list(llm_schema(a)["$defs"]["d"]["properties"]) == ["q", "p"]
+    assert list(llm_schema(b)["properties"]) == ["alpha", "mid", "zeta"]
+    assert list(llm_schema(b)["$defs"]["d"]["properties"]) == ["p", "q"]
+    assert compiler.lookup(ordered_hash(zeta_first)) is a
+    assert compiler.lookup(ordered_hash(alpha_first)) is b
+    with pytest.raises(SchemaError):
+        ordered_hash({"x": math.inf})
 
 
 def test_schema_copy_is_private(compiler: SchemaCompiler) -> None:
@@ -734,11 +764,11 @@ def test_schema_copy_is_private(compiler: SchemaCompiler) -> None:
 def test_cache_is_lru_bounded() -> None:
     compiler = SchemaCompiler(cache_size=2)
     a, b = (compiler.compile(one({"const": n})) for n in (1, 2))
-    compiler.lookup(a.schema_hash)  # a is now the most recent
+    compiler.lookup(a.ordered_hash)  # a is now the most recent
     c = compiler.compile(one({"const": 3}))
-    assert compiler.lookup(b.schema_hash) is None
-    assert compiler.lookup(a.schema_hash) is a
-    assert compiler.lookup(c.schema_hash) is c
+    assert compiler.lookup(b.ordered_hash) is None
+    assert compiler.lookup(a.ordered_hash) is a
+    assert compiler.lookup(c.ordered_hash) is c
     with pytest.raises(ValueError, match="cache_size"):
         SchemaCompiler(cache_size=0)
 
@@ -746,15 +776,15 @@ def test_cache_is_lru_bounded() -> None:
 def test_check_does_not_cache(compiler: SchemaCompiler) -> None:
     schema_hash = compiler.check(RICH)
     assert schema_hash == canonical_hash(RICH)
-    assert compiler.lookup(schema_hash) is None
+    assert compiler.lookup(ordered_hash(RICH)) is None
 
 
 def test_lookup_costs_microseconds(compiler: SchemaCompiler) -> None:
-    schema_hash = compiler.compile(RICH).schema_hash
+    key = compiler.compile(RICH).ordered_hash
     calls = 20_000
     started = time.perf_counter()
     for _ in range(calls):
-        compiler.lookup(schema_hash)
+        compiler.lookup(key)
     per_call = (time.perf_counter() - started) / calls
     assert per_call < 20e-6, f"{per_call * 1e6:.1f} µs per lookup"  # target 5 µs; CI slack
 

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61gentmgr/v1/task.proto\x12\x0b\x61gentmgr.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0cinstructions\x18\x05 \x01(\t\x12\x17\n\x0fprompt_template\x18\x06 \x01(\t\x12\x30\n\x0fresponse_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tvariables\x18\x08 \x03(\t\x12\x0f\n\x07version\x18\t \x01(\x05\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\"H\n\x11\x43reateTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"5\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"-\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"J\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.agentmgr.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x11UpdateTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"5\n\x12UpdateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"-\n\x11\x44\x65leteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"5\n\x12\x44\x65leteTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"L\n\x17ListTaskVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x18ListTaskVersionsResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.agentmgr.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x16\x43heckTaskSchemaRequest\x12\x30\n\x0fresponse_schema\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"G\n\x0bSchemaIssue\x12\x0f\n\x07pointer\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eprovider_types\x18\x03 \x03(\t\"\x93\x01\n\x17\x43heckTaskSchemaResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12(\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x18.agentmgr.v1.SchemaIssue\x12*\n\x08warnings\x18\x03 \x03(\x0b\x32\x18.agentmgr.v1.SchemaIssue\x12\x13\n\x0bschema_hash\x18\x04 \x01(\t2\xcb\x04\n\x0bTaskService\x12M\n\nCreateTask\x12\x1e.agentmgr.v1.CreateTaskRequest\x1a\x1f.agentmgr.v1.CreateTaskResponse\x12\x44\n\x07GetTask\x12\x1b.agentmgr.v1.GetTaskRequest\x1a\x1c.agentmgr.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.agentmgr.v1.ListTasksRequest\x1a\x1e.agentmgr.v1.ListTasksResponse\x12M\n\nUpdateTask\x12\x1e.agentmgr.v1.UpdateTaskRequest\x1a\x1f.agentmgr.v1.UpdateTaskResponse\x12M\n\nDeleteTask\x12\x1e.agentmgr.v1.DeleteTaskRequest\x1a\x1f.agentmgr.v1.DeleteTaskResponse\x12_\n\x10ListTaskVersions\x12$.agentmgr.v1.ListTaskVersionsRequest\x1a%.agentmgr.v1.ListTaskVersionsResponse\x12\\\n\x0f\x43heckTaskSchema\x12#.agentmgr.v1.CheckTaskSchemaRequest\x1a$.agentmgr.v1.CheckTaskSchemaResponseB<Z:github.com/agentmgr/agentmgr/gen/go/agentmgr/v1;agentmgrv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61gentmgr/v1/task.proto\x12\x0b\x61gentmgr.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0cinstructions\x18\x05 \x01(\t\x12\x17\n\x0fprompt_template\x18\x06 \x01(\t\x12\x30\n\x0fresponse_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tvariables\x18\x08 \x03(\t\x12\x0f\n\x07version\x18\t \x01(\x05\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\x12\x1c\n\x14response_schema_json\x18\r \x01(\t\"H\n\x11\x43reateTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"5\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"-\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"J\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.agentmgr.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x11UpdateTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"5\n\x12UpdateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"-\n\x11\x44\x65leteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"5\n\x12\x44\x65leteTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.agentmgr.v1.Task\"L\n\x17ListTaskVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x18ListTaskVersionsResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.agentmgr.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x16\x43heckTaskSchemaRequest\x12\x30\n\x0fresponse_schema\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14response_schema_json\x18\x02 \x01(\t\"G\n\x0bSchemaIssue\x12\x0f\n\x07pointer\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eprovider_types\x18\x03 \x03(\t\"\x93\x01\n\x17\x43heckTaskSchemaResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12(\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x18.agentmgr.v1.SchemaIssue\x12*\n\x08warnings\x18\x03 \x03(\x0b\x32\x18.agentmgr.v1.SchemaIssue\x12\x13\n\x0bschema_hash\x18\x04 \x01(\t2\xcb\x04\n\x0bTaskService\x12M\n\nCreateTask\x12\x1e.agentmgr.v1.CreateTaskRequest\x1a\x1f.agentmgr.v1.CreateTaskResponse\x12\x44\n\x07GetTask\x12\x1b.agentmgr.v1.GetTaskRequest\x1a\x1c.agentmgr.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.agentmgr.v1.ListTasksRequest\x1a\x1e.agentmgr.v1.ListTasksResponse\x12M\n\nUpdateTask\x12\x1e.agentmgr.v1.UpdateTaskRequest\x1a\x1f.agentmgr.v1.UpdateTaskResponse\x12M\n\nDeleteTask\x12\x1e.agentmgr.v1.DeleteTaskRequest\x1a\x1f.agentmgr.v1.DeleteTaskResponse\x12_\n\x10ListTaskVersions\x12$.agentmgr.v1.ListTaskVersionsRequest\x1a%.agentmgr.v1.ListTaskVersionsResponse\x12\\\n\x0f\x43heckTaskSchema\x12#.agentmgr.v1.CheckTaskSchemaRequest\x1a$.agentmgr.v1.CheckTaskSchemaResponseB<Z:github.com/agentmgr/agentmgr/gen/go/agentmgr/v1;agentmgrv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,37 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z:github.com/agentmgr/agentmgr/gen/go/agentmgr/v1;agentmgrv1'
   _globals['_TASK']._serialized_start=137
-  _globals['_TASK']._serialized_end=452
-  _globals['_CREATETASKREQUEST']._serialized_start=454
-  _globals['_CREATETASKREQUEST']._serialized_end=526
-  _globals['_CREATETASKRESPONSE']._serialized_start=528
-  _globals['_CREATETASKRESPONSE']._serialized_end=581
-  _globals['_GETTASKREQUEST']._serialized_start=583
-  _globals['_GETTASKREQUEST']._serialized_end=628
-  _globals['_GETTASKRESPONSE']._serialized_start=630
-  _globals['_GETTASKRESPONSE']._serialized_end=680
-  _globals['_LISTTASKSREQUEST']._serialized_start=682
-  _globals['_LISTTASKSREQUEST']._serialized_end=756
-  _globals['_LISTTASKSRESPONSE']._serialized_start=758
-  _globals['_LISTTASKSRESPONSE']._serialized_end=836
-  _globals['_UPDATETASKREQUEST']._serialized_start=838
-  _globals['_UPDATETASKREQUEST']._serialized_end=939
-  _globals['_UPDATETASKRESPONSE']._serialized_start=941
-  _globals['_UPDATETASKRESPONSE']._serialized_end=994
-  _globals['_DELETETASKREQUEST']._serialized_start=996
-  _globals['_DELETETASKREQUEST']._serialized_end=1041
-  _globals['_DELETETASKRESPONSE']._serialized_start=1043
-  _globals['_DELETETASKRESPONSE']._serialized_end=1096
-  _globals['_LISTTASKVERSIONSREQUEST']._serialized_start=1098
-  _globals['_LISTTASKVERSIONSREQUEST']._serialized_end=1174
-  _globals['_LISTTASKVERSIONSRESPONSE']._serialized_start=1176
-  _globals['_LISTTASKVERSIONSRESPONSE']._serialized_end=1261
-  _globals['_CHECKTASKSCHEMAREQUEST']._serialized_start=1263
-  _globals['_CHECKTASKSCHEMAREQUEST']._serialized_end=1337
-  _globals['_SCHEMAISSUE']._serialized_start=1339
-  _globals['_SCHEMAISSUE']._serialized_end=1410
-  _globals['_CHECKTASKSCHEMARESPONSE']._serialized_start=1413
-  _globals['_CHECKTASKSCHEMARESPONSE']._serialized_end=1560
-  _globals['_TASKSERVICE']._serialized_start=1563
-  _globals['_TASKSERVICE']._serialized_end=2150
+  _globals['_TASK']._serialized_end=482
+  _globals['_CREATETASKREQUEST']._serialized_start=484
+  _globals['_CREATETASKREQUEST']._serialized_end=556
+  _globals['_CREATETASKRESPONSE']._serialized_start=558
+  _globals['_CREATETASKRESPONSE']._serialized_end=611
+  _globals['_GETTASKREQUEST']._serialized_start=613
+  _globals['_GETTASKREQUEST']._serialized_end=658
+  _globals['_GETTASKRESPONSE']._serialized_start=660
+  _globals['_GETTASKRESPONSE']._serialized_end=710
+  _globals['_LISTTASKSREQUEST']._serialized_start=712
+  _globals['_LISTTASKSREQUEST']._serialized_end=786
+  _globals['_LISTTASKSRESPONSE']._serialized_start=788
+  _globals['_LISTTASKSRESPONSE']._serialized_end=866
+  _globals['_UPDATETASKREQUEST']._serialized_start=868
+  _globals['_UPDATETASKREQUEST']._serialized_end=969
+  _globals['_UPDATETASKRESPONSE']._serialized_start=971
+  _globals['_UPDATETASKRESPONSE']._serialized_end=1024
+  _globals['_DELETETASKREQUEST']._serialized_start=1026
+  _globals['_DELETETASKREQUEST']._serialized_end=1071
+  _globals['_DELETETASKRESPONSE']._serialized_start=1073
+  _globals['_DELETETASKRESPONSE']._serialized_end=1126
+  _globals['_LISTTASKVERSIONSREQUEST']._serialized_start=1128
+  _globals['_LISTTASKVERSIONSREQUEST']._serialized_end=1204
+  _globals['_LISTTASKVERSIONSRESPONSE']._serialized_start=1206
+  _globals['_LISTTASKVERSIONSRESPONSE']._serialized_end=1291
+  _globals['_CHECKTASKSCHEMAREQUEST']._serialized_start=1293
+  _globals['_CHECKTASKSCHEMAREQUEST']._serialized_end=1397
+  _globals['_SCHEMAISSUE']._serialized_start=1399
+  _globals['_SCHEMAISSUE']._serialized_end=1470
+  _globals['_CHECKTASKSCHEMARESPONSE']._serialized_start=1473
+  _globals['_CHECKTASKSCHEMARESPONSE']._serialized_end=1620
+  _globals['_TASKSERVICE']._serialized_start=1623
+  _globals['_TASKSERVICE']._serialized_end=2210
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,7 @@ class Task(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    RESPONSE_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the opaque, server-generated identifier, for example `tsk_01JD7Q...`."""
     project: _builtins.str
@@ -57,10 +58,18 @@ class Task(_message.Message):
     """version grows by one with every change. Output only."""
     etag: _builtins.str
     """etag identifies this version; send it back on update and delete. Output only."""
+    response_schema_json: _builtins.str
+    """response_schema_json is response_schema as JSON text (RFC 8259), with every object's
+    keys in the author's order: property order steers what a model writes first, and
+    the model is shown the schema in this order. Always set on output. On input it may
+    be given instead of response_schema; when both are given they must be the same JSON
+    value, or the call fails with INVALID_ARGUMENT naming this field.
+    """
     @_builtins.property
     def response_schema(self) -> _struct_pb2.Struct:
         """response_schema is the JSON Schema (draft 2020-12, or draft-07 by `$schema`) of
-        the answer; its root is an object schema.
+        the answer; its root is an object schema. A Struct is a map and keeps no key
+        order: read response_schema_json for the schema in the author's order.
         """
 
     @_builtins.property
@@ -90,10 +99,11 @@ class Task(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        response_schema_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "response_schema", b"response_schema", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "instructions", b"instructions", "name", b"name", "project", b"project", "prompt_template", b"prompt_template", "response_schema", b"response_schema", "update_time", b"update_time", "variables", b"variables", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "instructions", b"instructions", "name", b"name", "project", b"project", "prompt_template", b"prompt_template", "response_schema", b"response_schema", "response_schema_json", b"response_schema_json", "update_time", b"update_time", "variables", b"variables", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -276,7 +286,9 @@ class UpdateTaskRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """update_mask names the fields to change: any of `name`, `description`,
-        `instructions`, `prompt_template`, `response_schema`. Required.
+        `instructions`, `prompt_template`, `response_schema` (the schema comes from
+        response_schema_json when that is set; `response_schema_json` is accepted as the
+        same path). Required.
         """
 
     def __init__(
@@ -432,6 +444,12 @@ class CheckTaskSchemaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESPONSE_SCHEMA_FIELD_NUMBER: _builtins.int
+    RESPONSE_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    response_schema_json: _builtins.str
+    """response_schema_json is the schema to check as JSON text, instead of
+    response_schema (as Task.response_schema_json); when both are given they must be
+    the same JSON value, or the call fails with INVALID_ARGUMENT naming this field.
+    """
     @_builtins.property
     def response_schema(self) -> _struct_pb2.Struct:
         """response_schema is the schema to check."""
@@ -440,10 +458,11 @@ class CheckTaskSchemaRequest(_message.Message):
         self,
         *,
         response_schema: _struct_pb2.Struct | None = ...,
+        response_schema_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["response_schema", b"response_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_schema", b"response_schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_schema", b"response_schema", "response_schema_json", b"response_schema_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

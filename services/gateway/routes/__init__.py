@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -28,7 +29,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def resource_response(message: Message, *, status_code: int = 200, etag: str = "") -> JSONResponse:
-    """A resource (or page) as JSON, with its ETag header when it has one."""
+def resource_response(
+    resource: Message | Mapping[str, Any], *, status_code: int = 200, etag: str = ""
+) -> JSONResponse:
+    """A resource (or page) as JSON, with its ETag header when it has one.
+
+    `resource` is a message, or its JSON already rendered (tasks: see `routes.tasks`).
+    """
     headers = {"ETag": f'"{etag}"'} if etag else None
-    return JSONResponse(message_to_json(message), status_code=status_code, headers=headers)
+    content = message_to_json(resource) if isinstance(resource, Message) else resource
+    return JSONResponse(content, status_code=status_code, headers=headers)

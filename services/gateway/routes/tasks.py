@@ -1,20 +1,43 @@
-"""`/v1/tasks` → TaskService."""
+"""`/v1/tasks` → TaskService.
+
+A schema travels as JSON text (`response_schema_json`), both ways: a protobuf Struct is
+a map and would lose the key order of the body, which FastAPI parses in order and the
+model is shown in that order. Replies carry it back as the `response_schema` object.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from google.protobuf import field_mask_pb2
 
 from agentmgr.v1 import task_pb2 as pb
-from libs.common.protojson import dict_to_struct
+from libs.common.protojson import message_to_json, normalize_numbers
 from services.gateway.deps import BackendsDep, CallerDep, call, etag_from
 from services.gateway.routes import ERRORS, resource_response
 from services.gateway.schemas import SchemaCheck, SchemaVerdict, Task, TaskCreate, TaskList, TaskUpdate
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERRORS)
+
+
+def _schema_text(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+
+
+def _task_json(task: pb.Task) -> dict[str, Any]:
+    """The REST form of a task: `response_schema` from the ordered text, as events carry it."""
+    data = message_to_json(task)
+    text = data.pop("response_schema_json", "")
+    if isinstance(text, str) and text:
+        data["response_schema"] = normalize_numbers(json.loads(text))
+    return data
+
+
+def _page_json(reply: pb.ListTasksResponse | pb.ListTaskVersionsResponse) -> dict[str, Any]:
+    return {"tasks": [_task_json(t) for t in reply.tasks], "next_page_token": reply.next_page_token}
 
 
 @router.get("", summary="List tasks", responses={200: {"model": TaskList}})
@@ -34,7 +57,7 @@ async def list_tasks(
             timeout=ctx.timeout_s,
         )
     )
-    return resource_response(reply)
+    return resource_response(_page_json(reply))
 
 
 @router.post("", status_code=201, summary="Create a task", responses={201: {"model": Task}})
@@ -50,7 +73,7 @@ async def create_task(body: TaskCreate, caller: CallerDep, backends: BackendsDep
                     description=body.description,
                     instructions=body.instructions,
                     prompt_template=body.prompt_template,
-                    response_schema=dict_to_struct(body.response_schema),
+                    response_schema_json=_schema_text(body.response_schema),
                 ),
                 request_id=body.request_id,
             ),
@@ -58,7 +81,7 @@ async def create_task(body: TaskCreate, caller: CallerDep, backends: BackendsDep
             timeout=ctx.timeout_s,
         )
     )
-    return resource_response(reply.task, status_code=201, etag=reply.task.etag)
+    return resource_response(_task_json(reply.task), status_code=201, etag=reply.task.etag)
 
 
 @router.post(
@@ -71,7 +94,7 @@ async def check_schema(body: SchemaCheck, caller: CallerDep, backends: BackendsD
     ctx = caller.context
     reply = await call(
         backends.tasks.CheckTaskSchema(
-            pb.CheckTaskSchemaRequest(response_schema=dict_to_struct(body.response_schema)),
+            pb.CheckTaskSchemaRequest(response_schema_json=_schema_text(body.response_schema)),
             metadata=ctx.metadata,
             timeout=ctx.timeout_s,
         )
@@ -86,7 +109,7 @@ async def get_task(task_id: str, caller: CallerDep, backends: BackendsDep) -> JS
     reply = await call(
         backends.tasks.GetTask(pb.GetTaskRequest(id=task_id), metadata=ctx.metadata, timeout=ctx.timeout_s)
     )
-    return resource_response(reply.task, etag=reply.task.etag)
+    return resource_response(_task_json(reply.task), etag=reply.task.etag)
 
 
 @router.get("/{task_id}/versions", summary="List a task's versions", responses={200: {"model": TaskList}})
@@ -106,7 +129,7 @@ async def list_task_versions(
             timeout=ctx.timeout_s,
         )
     )
-    return resource_response(reply)
+    return resource_response(_page_json(reply))
 
 
 @router.get("/{task_id}/versions/{version}", summary="Get a task version", responses={200: {"model": Task}})
@@ -120,7 +143,7 @@ async def get_task_version(
             pb.GetTaskRequest(id=task_id, version=version), metadata=ctx.metadata, timeout=ctx.timeout_s
         )
     )
-    return resource_response(reply.task, etag=reply.task.etag)
+    return resource_response(_task_json(reply.task), etag=reply.task.etag)
 
 
 @router.patch("/{task_id}", summary="Update a task", responses={200: {"model": Task}})
@@ -141,7 +164,7 @@ async def update_task(
         description=body.description or "",
         instructions=body.instructions or "",
         prompt_template=body.prompt_template or "",
-        response_schema=dict_to_struct(body.response_schema or {}),
+        response_schema_json=_schema_text(body.response_schema) if body.response_schema is not None else "",
     )
     ctx = caller.context
     reply = await call(
@@ -151,7 +174,7 @@ async def update_task(
             timeout=ctx.timeout_s,
         )
     )
-    return resource_response(reply.task, etag=reply.task.etag)
+    return resource_response(_task_json(reply.task), etag=reply.task.etag)
 
 
 @router.delete("/{task_id}", summary="Delete a task", responses={200: {"model": Task}})
@@ -171,4 +194,4 @@ async def delete_task(
             timeout=ctx.timeout_s,
         )
     )
-    return resource_response(reply.task)
+    return resource_response(_task_json(reply.task))
