@@ -41,6 +41,7 @@ from libs.common.errors import (
 from libs.common.grpc_errors import to_grpc_status
 from libs.common.logging import get_logger
 from libs.common.ratelimit import RateLimiter
+from libs.common.telemetry import trace_server_stream, trace_server_unary
 from libs.common.textcheck import find_nul
 
 __all__ = ["LIVENESS", "AccessPolicy", "CallInterceptor", "GrpcServer", "current_principal"]
@@ -117,12 +118,15 @@ class CallInterceptor(_Interceptor):
         limiter: RateLimiter | None,
         default_timeout_s: float,
         method_timeouts: Mapping[str, float] | None = None,
+        tracing: bool = False,
     ) -> None:
         self._keys = keys
         self._policy = policy
         self._limiter = limiter
         self._default_timeout_s = default_timeout_s
         self._method_timeouts = dict(method_timeouts or {})
+        # Decided once: with tracing off no call pays for a span, not even a no-op one.
+        self._tracing = tracing
 
     async def intercept_service(
         self,
@@ -136,14 +140,16 @@ class CallInterceptor(_Interceptor):
         if handler is None or access is Access.PUBLIC:  # unknown method: gRPC answers UNIMPLEMENTED
             return handler
         if handler.unary_unary is not None:
+            unary = self._wrap_unary(method, access, handler.unary_unary)
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, access, handler.unary_unary),
+                trace_server_unary(method, unary) if self._tracing else unary,  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            stream = self._wrap_stream(method, access, handler.unary_stream)
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, access, handler.unary_stream),
+                trace_server_stream(method, stream) if self._tracing else stream,  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

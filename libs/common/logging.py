@@ -15,9 +15,10 @@ from collections.abc import Iterable, MutableMapping
 from typing import Literal
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["Redactor", "configure_logging", "get_logger", "redactor"]
+__all__ = ["Redactor", "add_trace_context", "configure_logging", "get_logger", "redactor"]
 
 REDACTED = "[REDACTED]"
 
@@ -91,6 +92,18 @@ class Redactor:
 redactor = Redactor()
 
 
+def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Structlog processor: `trace_id` and `span_id` of the active span, if any.
+
+    With tracing off there is never an active span: one context lookup per line.
+    """
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict
+
+
 def configure_logging(
     *,
     level: str = "INFO",
@@ -108,6 +121,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        add_trace_context,
         redactor,
     ]
     renderer: Processor = (

@@ -58,6 +58,7 @@ from libs.common.clock import rfc3339, utcnow
 from libs.common.db import Executor, FastQuery, driver_of, driver_transaction
 from libs.common.logging import get_logger
 from libs.common.messaging import EVENTS_SUBJECT_PREFIX
+from libs.common.metrics import OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
 
 __all__ = ["Outbox", "OutboxMessage", "OutboxRelay", "OutboxWrite", "outbox_table"]
 
@@ -242,6 +243,7 @@ class OutboxRelay:
         claim_after_s: float = 2.0,
         batch_size: int = 256,
         publish_timeout_s: float = 5.0,
+        service: str = "",
     ) -> None:
         self._engine = engine
         self._table = table
@@ -252,6 +254,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._publish_timeout_s = publish_timeout_s
         self._degraded = False
+        self._published = OUTBOX_PUBLISHED.labels(service)
+        self._publish_failures = OUTBOX_PUBLISH_FAILURES.labels(service)
         self._claim = FastQuery(
             select(table.c.seq, table.c.id, table.c.subject, table.c.payload)
             .where(table.c.created_at <= bindparam("before"))
@@ -284,6 +288,7 @@ class OutboxRelay:
             try:
                 acked = await self._publish(batch)
                 if acked:
+                    self._published.inc(len(acked))
                     async with self._engine.connect() as connection:
                         await self._delete_ids.execute(connection, {"ids": [m.id for m in acked]})
                 if len(acked) < len(batch):
@@ -292,6 +297,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # the rows are still in the table: the sweep takes over
                 self._degraded = True
+                self._publish_failures.inc()
                 _log.warning("outbox_publish_failed", error=type(exc).__name__)
 
     async def _sweep(self) -> None:
@@ -309,6 +315,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # keep relaying whatever broke; the rows wait in the table
                 failures += 1
+                self._publish_failures.inc()
                 self._degraded = True
                 _log.warning("outbox_relay_failed", error=type(exc).__name__, failures=failures)
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
@@ -341,6 +348,7 @@ class OutboxRelay:
             messages = [OutboxMessage(row["id"], row["subject"], bytes(row["payload"])) for row in rows]
             acked = {m.id for m in await self._publish(messages)}
             seqs = [row["seq"] for row in rows if row["id"] in acked]
+            self._published.inc(len(seqs))
             if seqs:
                 await self._delete_seqs.execute(connection, {"seqs": seqs})
         if len(seqs) < len(rows):

@@ -28,9 +28,11 @@ from libs.common.gctune import tune_gc_for_serving
 from libs.common.grpc_server import AccessPolicy, CallInterceptor, GrpcServer
 from libs.common.logging import get_logger, redactor
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
+from libs.common.metrics import ConsumerRef, MetricsRefresher
 from libs.common.outbox import Outbox, OutboxRelay
 from libs.common.ratelimit import RateLimiter
 from libs.common.settings import CommonSettings
+from libs.common.telemetry import tracing_enabled
 
 __all__ = ["ServiceRuntime"]
 
@@ -77,6 +79,7 @@ class ServiceRuntime:
             limiter=limiter,
             default_timeout_s=settings.grpc_default_timeout_s,
             method_timeouts=method_timeouts,
+            tracing=tracing_enabled(),
         )
         self.grpc = GrpcServer(
             interceptor=interceptor,
@@ -96,6 +99,7 @@ class ServiceRuntime:
         )
         self.internal_port = 0
         self._jobs: list[tuple[str, Job]] = []
+        self._consumers: list[ConsumerRef] = []
         self._connections: _Connections | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
@@ -144,21 +148,35 @@ class ServiceRuntime:
             print(f"agentmgr bootstrap admin key (shown once): {generated}", file=sys.stdout, flush=True)
         self._connections = _Connections(engine=engine, nats=nc, js=js, api_keys=api_keys)
         self.add_job("api-key-watch", lambda: self.keys.run(api_keys))
+        relay = OutboxRelay(
+            engine=engine,
+            table=self._outbox_table,
+            js=js,
+            outbox=self.outbox,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            claim_after_s=settings.outbox_claim_after_s,
+            service=self.name,
+        )
         if settings.outbox_relay_enabled:
-            relay = OutboxRelay(
-                engine=engine,
-                table=self._outbox_table,
-                js=js,
-                outbox=self.outbox,
-                poll_interval_s=settings.outbox_poll_interval_s,
-                claim_after_s=settings.outbox_claim_after_s,
-            )
             self.add_job("outbox-relay", relay.run)
+        # The backlog is worth watching without a relay too: another process relays it.
+        refresher = MetricsRefresher(
+            service=self.name,
+            interval_s=settings.metrics_refresh_interval_s,
+            backlog=relay.backlog,
+            js=js,
+            consumers=self._consumers,
+        )
+        self.add_job("metrics-refresh", refresher.run)
         self.add_job("readiness", self._watch_readiness)
 
     def add_job(self, name: str, job: Job) -> None:
         """Run `job` in the background from `start()` until `stop()`."""
         self._jobs.append((name, job))
+
+    def watch_consumer(self, stream: str, consumer: str) -> None:
+        """Report the lag of a durable JetStream consumer this service works from."""
+        self._consumers.append(ConsumerRef(stream, consumer))
 
     def _servers(self) -> list[GrpcServer]:
         return [self.grpc] + ([self.internal_grpc] if self.internal_grpc is not None else [])

@@ -65,6 +65,8 @@ class CommonSettings(BaseSettings):
     """SHUTDOWN_GRACE_S: how long in-flight calls may finish after SIGTERM."""
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """METRICS_PORT: Prometheus `/metrics` over HTTP (0 disables; gRPC services only)."""
+    metrics_refresh_interval_s: float = Field(default=5.0, gt=0)
+    """METRICS_REFRESH_INTERVAL_S: how often the outbox backlog and consumer lag are sampled."""
     shutdown_drain_delay_s: float = Field(default=0.5, ge=0)
     """SHUTDOWN_DRAIN_DELAY_S: NOT_SERVING is reported this long before new calls are refused."""
     rate_limit_rps: float = Field(default=200.0, ge=0)

@@ -9,6 +9,7 @@ from pathlib import Path
 from libs.common.logging import configure_logging, get_logger
 from libs.common.migrate import run_migrations
 from libs.common.settings import SettingsError, load_settings
+from libs.common.telemetry import configure_tracing, shutdown_tracing
 from services.agent_svc.repository import SCHEMA
 from services.agent_svc.settings import AgentSettings
 
@@ -52,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         get_logger("agent_svc").info("migrated", schema=SCHEMA)
         return 0
+    try:
+        configure_tracing("agent_svc")
+    except ValueError as exc:
+        print(f"agent_svc: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     import uvloop
 
     uvloop.run(_serve(settings))
+    shutdown_tracing()
     return 0
 
 

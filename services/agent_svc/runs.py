@@ -67,6 +67,7 @@ from services.agent_svc.domain import (
     Usage,
     render_prompt,
 )
+from services.agent_svc.metrics import observe_finished_run
 from services.agent_svc.models import HttpClients, build_model, model_settings
 from services.agent_svc.providers import ProviderClient
 from services.agent_svc.registry import Registry
@@ -355,6 +356,11 @@ class RunService:
         """Wire the engine in (it needs this service's version lookups)."""
         self._run_engine = run_engine
 
+    @property
+    def in_progress(self) -> int:
+        """Runs this process is executing (a metric)."""
+        return len(self._background)
+
     # --- versions -----------------------------------------------------------------
 
     async def agent_version(self, agent_id: str, version: int) -> Agent:
@@ -529,6 +535,8 @@ class RunService:
             saved = await self._runs.save_state(conn, run, messages)
         if saved:
             self._outbox.committed(*messages)
+            if run.end_time is not None:
+                observe_finished_run(run)
 
     async def _finish(
         self,

@@ -5,11 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+from pydantic_ai import Agent as PydanticAgent
+from pydantic_ai.models.instrumented import InstrumentationSettings
 
 from agentmgr.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc, task_pb2, task_pb2_grpc
+from libs.common.messaging import JOBS_STREAM
 from libs.common.runtime import ServiceRuntime
 from libs.common.ssrf import EgressPolicy, guarded_client, guarded_legacy_client
+from libs.common.telemetry import grpc_client_interceptors, tracing_enabled
 from services.agent_svc.invalidation import CacheInvalidator
+from services.agent_svc.metrics import track_registry, track_runs
 from services.agent_svc.models import HttpClients
 from services.agent_svc.providers import ProviderClient
 from services.agent_svc.repository import AgentRepository, RunRepository, TaskRepository, outbox
@@ -33,6 +38,19 @@ __all__ = ["AgentServer"]
 
 def _service_name(descriptor: object, name: str) -> str:
     return str(descriptor.services_by_name[name].full_name)  # type: ignore[attr-defined]
+
+
+def _trace_model_calls() -> None:
+    """Spans for agent runs and model requests, from pydantic-ai's own instrumentation.
+
+    Without content: prompts, variables, answers and tool schemas stay out of traces
+    (they are user data); what remains is the model, the provider, timings and usage.
+    """
+    PydanticAgent.instrument_all(
+        InstrumentationSettings(
+            include_content=False, include_binary_content=False, include_model_request_parameters=False
+        )
+    )
 
 
 class AgentServer:
@@ -68,8 +86,11 @@ class AgentServer:
         """Connect, start serving; returns the gRPC port."""
         runtime, settings = self.runtime, self.settings
         await runtime.connect()
-        public = grpc.aio.insecure_channel(settings.provider_svc_address)
-        internal = grpc.aio.insecure_channel(settings.provider_internal_address)
+        interceptors = grpc_client_interceptors()
+        public = grpc.aio.insecure_channel(settings.provider_svc_address, interceptors=interceptors)
+        internal = grpc.aio.insecure_channel(settings.provider_internal_address, interceptors=interceptors)
+        if tracing_enabled():
+            _trace_model_calls()
         self._channels = [public, internal]
         providers = ProviderClient(
             public=public,
@@ -117,18 +138,28 @@ class AgentServer:
         )
         run_service.attach_engine(engine)
         self.runs, self.engine = run_service, engine
+        track_registry(engine.registry)
+        track_runs(run_service)
         self.invalidator = CacheInvalidator(js=runtime.js, registry=engine.registry, providers=providers)
         server = runtime.grpc.server
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agent_service), server)
         task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(task_service), server)
         run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(run_service), server)
         runtime.add_job("cache-invalidator", self.invalidator.run)
-        runtime.add_job(
-            "run-worker", RunWorker(js=runtime.js, service=run_service, concurrency=settings.run_workers).run
+        worker = RunWorker(
+            js=runtime.js,
+            service=run_service,
+            concurrency=settings.run_workers,
+            ack_wait_s=settings.run_job_ack_wait_s,
         )
-        runtime.add_job(
-            "stale-run-reaper", StaleRunReaper(service=run_service, grace=dt.timedelta(seconds=900)).run
+        runtime.add_job("run-worker", worker.run)
+        runtime.watch_consumer(JOBS_STREAM, "run-worker")  # RunWorker's durable consumer
+        reaper = StaleRunReaper(
+            service=run_service,
+            interval_s=settings.run_reaper_interval_s,
+            grace=dt.timedelta(seconds=settings.run_stale_after_s),
         )
+        runtime.add_job("stale-run-reaper", reaper.run)
         return await runtime.start(address or f"{settings.grpc_bind_host}:{settings.agent_grpc_port}")
 
     async def stop(self) -> None:

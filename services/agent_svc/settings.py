@@ -28,6 +28,16 @@ class AgentSettings(CommonSettings, EgressSettings):
     """CREDENTIAL_TTL_S: a cached credential is re-read at least this often (events evict sooner)."""
     run_workers: int = Field(default=16, ge=1, le=1024)
     """RUN_WORKERS: background runs (StartRun) one process executes at once."""
+    run_job_ack_wait_s: float = Field(default=60.0, ge=1)
+    """RUN_JOB_ACK_WAIT_S: a started run held by a replica that died is handed to another after this."""
+    run_stale_after_s: float = Field(default=900.0, gt=0)
+    """RUN_STALE_AFTER_S: a run `running` this long is failed as interrupted.
+
+    Keep it above the longest agent timeout_s (600 s) and above RUN_JOB_ACK_WAIT_S, so that
+    a live run is never reaped and a started run is redelivered before it would be.
+    """
+    run_reaper_interval_s: float = Field(default=60.0, gt=0)
+    """RUN_REAPER_INTERVAL_S: how often a replica looks for runs interrupted by another's death."""
     http_timeout_s: float = Field(default=600.0, gt=0)
     """HTTP_TIMEOUT_S: transport timeout of model calls.
 

@@ -6,6 +6,7 @@ import sys
 
 from libs.common.logging import configure_logging
 from libs.common.settings import SettingsError, load_settings
+from libs.common.telemetry import configure_tracing, shutdown_tracing
 from services.gateway.settings import GatewaySettings
 
 
@@ -32,9 +33,15 @@ def main() -> int:
         service="gateway",
         secrets=[settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else ""],
     )
+    try:
+        configure_tracing("gateway")
+    except ValueError as exc:
+        print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     import uvloop
 
     uvloop.run(_serve(settings))
+    shutdown_tracing()
     return 0
 
 

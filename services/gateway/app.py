@@ -29,6 +29,7 @@ from services.gateway.routes import ERRORS, agents, providers, runs, tasks
 from services.gateway.schemas import Me
 from services.gateway.settings import GatewaySettings
 from services.gateway.socketio_app import SocketIOBridge
+from services.gateway.tracing import TracingMiddleware
 from services.gateway.websocket import websocket_endpoint
 
 __all__ = ["GatewayApp", "create_app"]
@@ -95,6 +96,40 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class Observe:
+    """Request metrics and the `X-Request-ID` header, as plain ASGI.
+
+    (Starlette's `@app.middleware("http")` runs every request through an extra task and
+    memory streams, which cost more than the rest of the gateway's own work.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                request_id = scope.get("state", {}).get("request_id")
+                if request_id:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(scope["method"], template, str(status)).inc()
+            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
 def _validation_error(exc: RequestValidationError) -> InvalidArgument:
@@ -186,8 +221,9 @@ def create_app(
     keys: KeyStore,
     hub: EventHub,
     nats_connected: Callable[[], bool],
+    tracing: bool = False,
 ) -> GatewayApp:
-    """Build the app."""
+    """Build the app (with `tracing`, a server span per HTTP request)."""
     api = FastAPI(
         title="agentmgr",
         version="1.0.0",
@@ -195,6 +231,10 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        # FastAPI's own OpenTelemetry spans, metrics and logs stay off: `TracingMiddleware`
+        # makes the one server span per request and records no query string (a WebSocket
+        # URL may carry `?api_key=`) and no exception message; Prometheus has the metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     api.state.settings = settings
     api.state.backends = backends
@@ -228,19 +268,6 @@ def create_app(
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("http_internal_error", path=request.url.path)
         return error_response(Internal("internal error"))
-
-    @api.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-        LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
-        request_id = getattr(request.state, "request_id", None)
-        if request_id:
-            response.headers["X-Request-ID"] = request_id
-        return response
 
     @api.get("/v1/me", tags=["system"], summary="Who am I", responses={200: {"model": Me}, **ERRORS})
     async def me(caller: CallerDep) -> JSONResponse:
@@ -287,6 +314,5 @@ def create_app(
     _mount_console(api)
     _clean_openapi(api)
     bridge = SocketIOBridge(keys=keys, hub=hub, settings=settings)
-    return GatewayApp(
-        api=api, asgi=BodyLimit(bridge.asgi(api), max_bytes=settings.max_body_bytes), socketio=bridge
-    )
+    asgi: ASGIApp = Observe(BodyLimit(bridge.asgi(api), max_bytes=settings.max_body_bytes))
+    return GatewayApp(api=api, asgi=TracingMiddleware(asgi) if tracing else asgi, socketio=bridge)

@@ -6,6 +6,7 @@ the request id, and a deadline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -39,9 +40,19 @@ class CallContext:
 class Backends:
     """Channels and stubs to provider_svc and agent_svc."""
 
-    def __init__(self, *, provider_address: str, agent_address: str) -> None:
-        self._provider_channel = grpc.aio.insecure_channel(provider_address, options=_OPTIONS)
-        self._agent_channel = grpc.aio.insecure_channel(agent_address, options=_OPTIONS)
+    def __init__(
+        self,
+        *,
+        provider_address: str,
+        agent_address: str,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+    ) -> None:
+        self._provider_channel = grpc.aio.insecure_channel(
+            provider_address, options=_OPTIONS, interceptors=interceptors
+        )
+        self._agent_channel = grpc.aio.insecure_channel(
+            agent_address, options=_OPTIONS, interceptors=interceptors
+        )
         self.providers = provider_pb2_grpc.ProviderServiceStub(self._provider_channel)
         self.agents = agent_pb2_grpc.AgentServiceStub(self._agent_channel)
         self.tasks = task_pb2_grpc.TaskServiceStub(self._agent_channel)

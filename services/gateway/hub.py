@@ -34,6 +34,7 @@ from libs.common.errors import DomainError
 from libs.common.jsonvalue import JsonObject
 from libs.common.logging import get_logger
 from libs.common.messaging import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+from libs.common.metrics import CONSUMER_PENDING, REFRESH_FAILURES
 
 __all__ = ["TOPICS", "EventHub", "Outgoing", "SlowConsumer", "Subscriber", "parse_topics"]
 
@@ -48,6 +49,10 @@ EVENTS_OUT = Counter(
 DISCONNECTS = Counter(
     "agentmgr_realtime_disconnects_total", "Clients disconnected by the gateway", ["reason"]
 )
+EVENTS_BUFFERED = Gauge(
+    "agentmgr_events_buffered_messages", "Events received from NATS, not yet fanned out to clients"
+)
+_CONSUMER_LABEL = "gateway-hub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +189,7 @@ class EventHub:
         self._keys = keys
         self.subscribers: set[Subscriber] = set()
         self._revoked: dict[Subscriber, Callable[[], Awaitable[None]]] = {}
+        self._subscription: JetStreamContext.PushSubscription | None = None
         self.ready = asyncio.Event()
 
     def add(self, subscriber: Subscriber, on_revoked: Callable[[], Awaitable[None]]) -> None:
@@ -248,9 +254,25 @@ class EventHub:
             deliver_policy=DeliverPolicy.NEW,
             pending_msgs_limit=100_000,
         )
+        self._subscription = subscription
         self.ready.set()
         try:
             await self._watch_revocations()
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def watch_lag(self, interval_s: float) -> None:
+        """Sample how far this replica's consumer is behind the stream, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            subscription = self._subscription
+            if subscription is None:
+                continue
+            EVENTS_BUFFERED.set(subscription.pending_msgs)
+            try:
+                info = await subscription.consumer_info()
+            except Exception:  # NATS unavailable, or the ordered consumer being re-created
+                REFRESH_FAILURES.labels("jetstream").inc()
+                continue
+            CONSUMER_PENDING.labels(EVENTS_STREAM, _CONSUMER_LABEL).set(info.num_pending or 0)

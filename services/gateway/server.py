@@ -14,6 +14,7 @@ from libs.common.auth import KeyStore, ensure_bootstrap_admin_key
 from libs.common.gctune import tune_gc_for_serving
 from libs.common.logging import get_logger, redactor
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
+from libs.common.telemetry import grpc_client_interceptors, tracing_enabled
 from services.gateway.app import GatewayApp, create_app
 from services.gateway.clients import Backends
 from services.gateway.hub import EventHub
@@ -58,9 +59,12 @@ class GatewayServer:
         self._jobs = [
             asyncio.create_task(self.keys.run(bucket), name="api-key-watch"),
             asyncio.create_task(hub.run(), name="event-hub"),
+            asyncio.create_task(hub.watch_lag(settings.metrics_refresh_interval_s), name="event-hub-lag"),
         ]
         self._backends = Backends(
-            provider_address=settings.provider_svc_address, agent_address=settings.agent_svc_address
+            provider_address=settings.provider_svc_address,
+            agent_address=settings.agent_svc_address,
+            interceptors=grpc_client_interceptors(),
         )
         self.app = create_app(
             settings=settings,
@@ -68,6 +72,7 @@ class GatewayServer:
             keys=self.keys,
             hub=hub,
             nats_connected=lambda: nc.is_connected,
+            tracing=tracing_enabled(),
         )
         await asyncio.wait_for(self.keys.ready.wait(), timeout=30)
         await asyncio.wait_for(hub.ready.wait(), timeout=30)

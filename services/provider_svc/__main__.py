@@ -9,6 +9,7 @@ from pathlib import Path
 from libs.common.logging import configure_logging, get_logger
 from libs.common.migrate import run_migrations
 from libs.common.settings import SettingsError, load_settings
+from libs.common.telemetry import configure_tracing, shutdown_tracing
 from services.provider_svc.repository import SCHEMA
 from services.provider_svc.settings import ProviderSettings
 
@@ -50,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         get_logger("provider_svc").info("migrated", schema=SCHEMA)
         return 0
+    try:
+        configure_tracing("provider_svc")
+    except ValueError as exc:
+        print(f"provider_svc: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     import uvloop
 
     uvloop.run(_serve(settings))
+    shutdown_tracing()
     return 0
 
 

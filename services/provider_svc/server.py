@@ -10,8 +10,10 @@ from agentmgr.v1 import (
     provider_pb2,
     provider_pb2_grpc,
 )
+from libs.common.messaging import JOBS_STREAM
 from libs.common.runtime import ServiceRuntime
 from libs.common.ssrf import EgressPolicy, guarded_client
+from libs.common.telemetry import grpc_client_interceptors
 from services.provider_svc.agent_usage import AgentUsageClient
 from services.provider_svc.repository import ProviderRepository, outbox
 from services.provider_svc.service import ProviderService
@@ -23,6 +25,7 @@ from services.provider_svc.servicer import (
 )
 from services.provider_svc.settings import ProviderSettings
 from services.provider_svc.validation import (
+    VALIDATION_CONSUMER,
     ProviderProbe,
     RecheckScheduler,
     RetryPolicy,
@@ -104,6 +107,7 @@ class ProviderServer:
                 interval_s=settings.validation_scan_interval_s,
             )
             runtime.add_job("validation-worker", worker.run)
+            runtime.watch_consumer(JOBS_STREAM, VALIDATION_CONSUMER)
             runtime.add_job("recheck-scheduler", scheduler.run)
         host = settings.grpc_bind_host
         return await runtime.start(
@@ -114,7 +118,9 @@ class ProviderServer:
     def _agent_usage(self) -> AgentUsageClient | None:
         if not self.settings.agent_svc_address:
             return None
-        channel = grpc.aio.insecure_channel(self.settings.agent_svc_address)
+        channel = grpc.aio.insecure_channel(
+            self.settings.agent_svc_address, interceptors=grpc_client_interceptors()
+        )
         self._channels.append(channel)
         return AgentUsageClient(channel=channel, service_key=self.settings.service_api_key.get_secret_value())
 

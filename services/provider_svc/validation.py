@@ -26,6 +26,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.clock import utcnow
@@ -43,12 +44,18 @@ from services.provider_svc.domain import (
 from services.provider_svc.repository import ProviderRepository
 from services.provider_svc.service import VALIDATION_JOB_SUBJECT, ProviderEncoder
 
-__all__ = ["ProbeResult", "ProviderProbe", "RecheckScheduler", "ValidationWorker"]
+__all__ = ["VALIDATION_CONSUMER", "ProbeResult", "ProviderProbe", "RecheckScheduler", "ValidationWorker"]
 
 _log = get_logger(__name__)
 _MAX_BODY = 4 * 1024 * 1024
 _MAX_MODELS = 1000
-_DURABLE = "provider-validation"
+VALIDATION_CONSUMER = "provider-validation"
+"""The durable pull consumer every replica's worker shares."""
+VALIDATIONS = Counter(
+    "agentmgr_provider_validations_total",
+    "Validation attempts by outcome; final=false when the attempt will be retried",
+    ["outcome", "final"],
+)
 _USER_AGENT = "agentmgr-validation/1"
 
 _DEFAULT_BASE = {
@@ -249,7 +256,7 @@ class ValidationWorker:
         """Consume jobs until cancelled."""
         subscription = await self._js.pull_subscribe(
             VALIDATION_JOB_SUBJECT,
-            durable=_DURABLE,
+            durable=VALIDATION_CONSUMER,
             stream=JOBS_STREAM,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
@@ -332,6 +339,7 @@ class ValidationWorker:
             models=result.models if result.status is ValidationStatus.VALID else provider.validation.models,
         )
         await self._store(provider, revision, validation, now=now, final=not retry)
+        VALIDATIONS.labels(result.status.value, "false" if retry else "true").inc()
         _log.info(
             "provider_validated",
             provider_id=provider.id,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -180,6 +182,60 @@ async def test_tasks_versions_and_schema_check(gateway, admin, viewer):
     assert (await gateway.http.get(f"/v1/tasks/{task['id']}", headers=admin)).status_code == 404
 
 
+# Neither sorted nor JSONB's order (shortest key first), nested.
+ORDERED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "zeta": {"type": "string"},
+        "alpha": {"type": "object", "properties": {"zz": {"type": "integer"}, "a": {"type": "string"}}},
+        "mid": {"type": "number", "minimum": 0},
+        "beta": {"type": "boolean"},
+    },
+    "required": ["zeta", "alpha", "mid", "beta"],
+}
+
+
+def order(value) -> str:
+    """Key order made visible: JSON text keeps it, `==` on dicts does not."""
+    return json.dumps(value)
+
+
+async def test_task_schema_keeps_the_key_order_of_the_body(gateway, admin, viewer):
+    created = await gateway.http.post(
+        "/v1/tasks", json={"name": _name("ord"), "response_schema": ORDERED}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert order(task["response_schema"]) == order(ORDERED)
+    assert "response_schema_json" not in task  # REST keeps its documented shape
+    got = await gateway.http.get(f"/v1/tasks/{task['id']}", headers=viewer)
+    assert got.json() == task and order(got.json()["response_schema"]) == order(ORDERED)
+    listed = await gateway.http.get("/v1/tasks", params={"page_size": 1000}, headers=viewer)
+    (mine,) = [t for t in listed.json()["tasks"] if t["id"] == task["id"]]
+    assert order(mine["response_schema"]) == order(ORDERED)
+
+    # The same schema in another order is a new version, shown in its order.
+    reordered = {**ORDERED, "properties": dict(reversed(list(ORDERED["properties"].items())))}
+    updated = await gateway.http.patch(
+        f"/v1/tasks/{task['id']}", json={"response_schema": reordered}, headers=admin
+    )
+    assert updated.status_code == 200 and updated.json()["version"] == 2
+    assert order(updated.json()["response_schema"]) == order(reordered)
+    v1 = await gateway.http.get(f"/v1/tasks/{task['id']}/versions/1", headers=viewer)
+    assert order(v1.json()["response_schema"]) == order(ORDERED)
+    versions = await gateway.http.get(f"/v1/tasks/{task['id']}/versions", headers=viewer)
+    assert [order(t["response_schema"]) for t in versions.json()["tasks"]] == [
+        order(reordered),
+        order(ORDERED),
+    ]
+    verdict = await gateway.http.post(
+        "/v1/tasks:check-schema", json={"response_schema": reordered}, headers=viewer
+    )
+    assert verdict.json()["valid"] is True
+    deleted = await gateway.http.delete(f"/v1/tasks/{task['id']}", headers=admin)
+    assert order(deleted.json()["response_schema"]) == order(reordered)
+
+
 # --- runs ------------------------------------------------------------------------------
 
 
@@ -327,9 +383,17 @@ async def test_health_readiness_metrics_docs(gateway, admin):
     ready = await gateway.http.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"provider_svc": True, "agent_svc": True, "nats": True, "keys": True}
-    await gateway.http.get("/v1/providers", headers=admin)
+    listed = await gateway.http.get("/v1/providers", headers={**admin, "x-request-id": "trace-me-42"})
+    assert listed.headers["x-request-id"] == "trace-me-42"
+    assert len((await gateway.http.get("/v1/providers", headers=admin)).headers["x-request-id"]) == 32
+    refused = await gateway.http.get("/v1/providers/prv_nope", headers=admin)
+    assert refused.status_code == 404 and refused.headers["x-request-id"]
     metrics = await gateway.http.get("/metrics")
     assert 'agentmgr_http_requests_total{method="GET",route="/v1/providers",status="200"}' in metrics.text
+    assert (
+        'agentmgr_http_requests_total{method="GET",route="/v1/providers/{provider_id}",status="404"}'
+        in metrics.text
+    )
     assert "agentmgr_realtime_clients" in metrics.text
     spec = (await gateway.http.get("/openapi.json")).json()
     for path in (
