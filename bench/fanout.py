@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -32,6 +34,7 @@ class FanoutResult:
     p99_ms: float
     max_ms: float
     rss_per_client_kib: float
+    cpu_per_delivery_us: float
 
     def rows(self) -> list[str]:
         return [
@@ -39,7 +42,8 @@ class FanoutResult:
             f"{self.deliveries} deliveries",
             f"  commit -> client  p50={self.p50_ms:7.2f} ms  p99={self.p99_ms:7.2f} ms  "
             f"max={self.max_ms:7.2f} ms",
-            f"  gateway memory per idle client {self.rss_per_client_kib:6.1f} KiB",
+            f"  gateway memory per idle client {self.rss_per_client_kib:6.1f} KiB, "
+            f"gateway CPU per delivered message {self.cpu_per_delivery_us:6.1f} µs",
         ]
 
 
@@ -47,9 +51,44 @@ def _stamp(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-async def run(*, clients: int = 1000, changes: int = 40, interval_s: float = 0.2) -> FanoutResult:
+def _client_main(url: str, count: int) -> None:
+    """A client process: `count` subscribed connections; prints latencies (ms) as JSON lines."""
+    import uvloop
+
+    async def main() -> None:
+        sockets = []
+        for _ in range(count):
+            ws = await websockets.connect(url, max_queue=None, ping_interval=None)
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["providers"]}))
+            sockets.append(ws)
+        for ws in sockets:
+            await ws.recv()  # the "subscribed" acknowledgement
+        print("ready", flush=True)
+
+        async def reader(ws: websockets.ClientConnection) -> None:
+            while True:
+                frame = json.loads(await ws.recv())
+                now = time.time()
+                if frame.get("type") == "event":
+                    print(round((now - _stamp(frame["event"]["time"])) * 1000, 3), flush=False)
+
+        readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        sys.stdout.flush()
+
+    uvloop.run(main())
+
+
+async def run(
+    *, clients: int = 1000, changes: int = 40, interval_s: float = 0.2, processes: int = 4
+) -> FanoutResult:
+    """Clients live in `processes` separate processes, so one client loop is not the bottleneck."""
     system = System()
     await system.start({"provider_svc": ROOT / "services" / "provider_svc" / "migrations"})
+    workers: list[subprocess.Popen[str]] = []
     try:
         provider_port = await system.service(
             "provider_svc", "PROVIDER_GRPC_PORT", {"VALIDATION_WORKER_ENABLED": "false"}
@@ -64,26 +103,30 @@ async def run(*, clients: int = 1000, changes: int = 40, interval_s: float = 0.2
         url = f"ws://127.0.0.1:{http_port}/v1/ws?api_key={key}"
         await asyncio.sleep(1.0)
         before = gateway.memory_info().rss
-        latencies: list[float] = []
-        sockets = []
-        for _ in range(clients):
-            ws = await websockets.connect(url, max_queue=None, ping_interval=None)
-            await ws.send(json.dumps({"type": "subscribe", "topics": ["providers"]}))
-            sockets.append(ws)
-        for ws in sockets:
-            await ws.recv()  # the "subscribed" acknowledgement
+        share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+        for count in share:
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        f"from bench.fanout import _client_main; _client_main({url!r}, {count})",
+                    ],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for worker in workers:
+            assert worker.stdout is not None
+            line = await asyncio.to_thread(worker.stdout.readline)
+            if line.strip() != "ready":
+                raise RuntimeError(f"a client process failed to start: {line!r}")
         await asyncio.sleep(2.0)
         after = gateway.memory_info().rss
+        cpu_before = sum(gateway.cpu_times()[:2])
         expected: set[str] = set()
-
-        async def reader(ws: websockets.ClientConnection) -> None:
-            while True:
-                frame = json.loads(await ws.recv())
-                now = time.time()
-                if frame.get("type") == "event":
-                    latencies.append((now - _stamp(frame["event"]["time"])) * 1000)
-
-        readers = [asyncio.create_task(reader(ws)) for ws in sockets]
         async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as rest:
             for i in range(changes):
                 response = await rest.post(
@@ -94,10 +137,11 @@ async def run(*, clients: int = 1000, changes: int = 40, interval_s: float = 0.2
                 expected.add(response.json()["id"])
                 await asyncio.sleep(interval_s)
         await asyncio.sleep(3.0)
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        cpu_used = sum(gateway.cpu_times()[:2]) - cpu_before
+        latencies: list[float] = []
+        for worker in workers:
+            out, _ = await asyncio.to_thread(worker.communicate, "")
+            latencies.extend(float(line) for line in out.split())
         ordered = sorted(latencies) or [0.0]
         return FanoutResult(
             clients=clients,
@@ -107,6 +151,10 @@ async def run(*, clients: int = 1000, changes: int = 40, interval_s: float = 0.2
             p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
             max_ms=ordered[-1],
             rss_per_client_kib=(after - before) / clients / 1024,
+            cpu_per_delivery_us=cpu_used / max(len(latencies), 1) * 1e6,
         )
     finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
         system.stop()

@@ -99,6 +99,26 @@ async def test_events_arrive_as_rest_shows_them_and_only_for_visible_projects(ga
         assert frame["event"]["subject"] == f"providers/{team_created['id']}"
 
 
+async def test_task_events_carry_the_schema_in_the_authors_key_order(gateway, keys):
+    admin = {"authorization": f"Bearer {keys.admin}"}
+    schema = {
+        "type": "object",
+        "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}, "mid": {"type": "string"}},
+        "required": ["zeta"],
+    }
+    async with websockets.connect(gateway.ws_url() + f"?api_key={keys.viewer}") as ws:
+        await subscribe(ws, "tasks")
+        created = (
+            await gateway.http.post(
+                "/v1/tasks", json={"name": _name("ws"), "response_schema": schema}, headers=admin
+            )
+        ).json()
+        frame = await recv_event(ws, lambda f: f["event"]["subject"] == f"tasks/{created['id']}")
+        assert frame["event"]["data"] == created
+        # The frame's JSON text keeps the order (json.loads does too): what the console shows.
+        assert list(frame["event"]["data"]["response_schema"]["properties"]) == ["zeta", "alpha", "mid"]
+
+
 async def test_pacing_coalesces_and_the_final_state_arrives(stack, nats_server, keys):
     paced = await start_gateway(stack, nats_server.url, ws_rate_per_topic=5.0)
     admin = {"authorization": f"Bearer {keys.admin}"}

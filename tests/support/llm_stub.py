@@ -16,6 +16,8 @@ output tool with arguments scripted per model name: `stub.script("m", [a1, a2])`
 attempt 1 answer `a1`, attempt 2 `a2` (the attempt is read from the conversation, so
 the stub is stateless). A script entry may also be an `Http(status)` failure or
 `Slow(seconds, answer)`. Streaming (`"stream": true`) sends the arguments in chunks.
+Chats may sit under a first path segment too (`/<any>/v1/chat/completions`): they answer
+the same way; the segment only tells base URLs apart (`seen` keeps the path).
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ class LlmStub:
                 Route("/v1/models", self._models),
                 Route("/{mode}/v1/models", self._models),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/{mode}/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
 

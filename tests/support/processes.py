@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.eventually import eventually
@@ -50,6 +51,25 @@ class ServiceProcess:
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
             await eventually(serving, timeout=timeout, interval=0.1, message=f"{self.name} serving")
+
+    async def wait_http_ready(self, path: str = "/readyz", timeout: float = 30.0) -> None:
+        """Wait until `GET http://127.0.0.1:<port><path>` answers 200 (the gateway)."""
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=1.0) as http:
+
+            async def ready() -> None:
+                assert self.process is not None and self.process.poll() is None, self.log_text()[-2000:]
+                try:
+                    response = await http.get(path)
+                except httpx.HTTPError as exc:
+                    raise AssertionError(type(exc).__name__) from exc
+                assert response.status_code == 200, response.text
+
+            await eventually(ready, timeout=timeout, interval=0.1, message=f"{self.name} ready")
+
+    @property
+    def alive(self) -> bool:
+        """Started and not exited."""
+        return self.process is not None and self.process.poll() is None
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
