@@ -18,6 +18,7 @@ import json
 import re
 import shlex
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -762,9 +763,12 @@ def test_compose_healthchecks_are_valid_python():
 def test_dockerfile_pins_its_base_image_and_uv():
     stages = dockerfile_stages()
     bases = {instructions[0][1] for instructions in stages.values() if instructions[0][1] not in stages}
-    assert len(bases) == 1, "builder and runtime must share the interpreter"
-    (base,) = bases
+    python = {b for b in bases if b.startswith("python:")}
+    assert len(python) == 1, "builder and runtime must share the interpreter"
+    (base,) = python
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", base), base
+    assert bases - python == {stages["web"][0][1]}, "only the console is built on another image"
+    assert re.fullmatch(r"node:20\.\d+\.\d+-[a-z]+-slim(@sha256:[0-9a-f]{64})?", stages["web"][0][1])
     makefile_uv = re.search(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
     assert makefile_uv is not None
     builder = " ".join(rest for _, rest in stages["builder"])
@@ -799,6 +803,19 @@ def test_dockerfile_targets_run_each_service_as_non_root():
         # The Kubernetes manifests run the image built from this target.
         (server,) = workload("prod", name).spec["containers"]
         assert server["image"].split(":")[0] == f"agentmgr/{name}"
+
+
+def test_the_gateway_image_serves_the_console_built_from_its_lockfile():
+    stages = dockerfile_stages()
+    web = " ".join(rest for _, rest in stages["web"])
+    assert "npm ci" in web and "npm run build" in web
+    copies = [rest for keyword, rest in stages["builder"] if keyword == "COPY" and "--from=web" in rest]
+    assert copies == ["--from=web /web/dist ./services/gateway/web/dist"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wheel = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert "services/gateway/web/dist/**" in wheel["artifacts"], "git-ignored: must be named to ship"
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"**/node_modules", "services/gateway/web/dist"} <= ignored, "built in the image, not copied"
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context():
