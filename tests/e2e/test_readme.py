@@ -9,12 +9,10 @@ import re
 from pathlib import Path
 
 import jsonschema
-import pytest
 
 from libs.common.embedded import free_port
 from tests.e2e.test_run_command import RunningSystem
 
-pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
