@@ -52,7 +52,11 @@ def _stamp(value: str) -> float:
 
 
 def _client_main(url: str, count: int) -> None:
-    """A client process: `count` subscribed connections; prints latencies (ms) as JSON lines."""
+    """A client process: `count` subscribed connections; prints latencies (ms), one per line, at the end.
+
+    Kept in memory until stdin closes: printing as they come would fill the pipe (the
+    parent reads it only at the end) and stall this process mid-measurement.
+    """
     import uvloop
 
     async def main() -> None:
@@ -65,18 +69,21 @@ def _client_main(url: str, count: int) -> None:
             await ws.recv()  # the "subscribed" acknowledgement
         print("ready", flush=True)
 
+        latencies: list[float] = []
+
         async def reader(ws: websockets.ClientConnection) -> None:
             while True:
                 frame = json.loads(await ws.recv())
                 now = time.time()
                 if frame.get("type") == "event":
-                    print(round((now - _stamp(frame["event"]["time"])) * 1000, 3), flush=False)
+                    latencies.append((now - _stamp(frame["event"]["time"])) * 1000)
 
         readers = [asyncio.create_task(reader(ws)) for ws in sockets]
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
+        sys.stdout.write("".join(f"{value:.3f}\n" for value in latencies))
         sys.stdout.flush()
 
     uvloop.run(main())

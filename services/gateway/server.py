@@ -86,6 +86,7 @@ class GatewayServer:
             log_config=None,
             access_log=False,
             ws_max_size=settings.ws_max_frame_bytes,
+            ws_per_message_deflate=settings.ws_compression,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),

@@ -34,6 +34,12 @@ class GatewaySettings(CommonSettings):
     """WS_SEND_TIMEOUT_S: a client that takes longer to accept one message is disconnected."""
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """WS_MAX_FRAME_BYTES: largest frame a client may send."""
+    ws_compression: bool = False
+    """WS_COMPRESSION: offer permessage-deflate on `/v1/ws`.
+
+    Off by default: events are small, and compressing each one for each client costs
+    more CPU (and a zlib context per connection) than the bytes it saves on a LAN.
+    """
     cors_origins: str = ""
     """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
 

@@ -1,0 +1,124 @@
+"""The live feed's per-client delivery: pacing, coalescing and the send-timeout watch.
+
+The WebSocket and Socket.IO tests (tests/integration/test_realtime.py) drive the same
+class through real connections; here the send is a function the test controls, so a
+client that never accepts a message is exact and instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from libs.common.auth import Principal, Role
+from libs.common.jsonvalue import JsonObject
+from services.gateway.hub import EVENTS_OUT, EventHub, Outgoing, SlowConsumer, Subscriber
+
+pytestmark = pytest.mark.asyncio
+
+
+def _item(resource: str, version: int, project: str = "default") -> Outgoing:
+    event: JsonObject = {"subject": resource, "project": project, "data": {"version": version}}
+    return Outgoing(
+        topic="providers",
+        resource=resource,
+        project=project,
+        event=event,
+        frame=json.dumps({"type": "event", "topic": "providers", "event": event}),
+    )
+
+
+def _subscriber(send, *, rate: float = 1000.0, send_timeout_s: float = 5.0) -> Subscriber:
+    subscriber = Subscriber(
+        principal=Principal(key_id="key_1", project="default", role=Role.VIEWER),
+        api_key="unused",
+        send=send,
+        transport="test",
+        rate=rate,
+        max_pending=100,
+        send_timeout_s=send_timeout_s,
+    )
+    subscriber.subscribe(["providers"])
+    return subscriber
+
+
+async def test_delivers_in_order_only_visible_projects_and_counts_what_it_sent():
+    sent: list[Outgoing] = []
+
+    async def send(item: Outgoing) -> None:
+        sent.append(item)
+
+    subscriber = _subscriber(send)
+    counted = EVENTS_OUT.labels("providers", "test")._value.get()
+    runner = asyncio.create_task(subscriber.run())
+    for i in range(3):
+        subscriber.offer(_item(f"providers/prv_{i}", 1))
+    subscriber.offer(_item("providers/prv_other", 1, project="other"))
+    await asyncio.sleep(0.05)
+    assert [s.resource for s in sent] == ["providers/prv_0", "providers/prv_1", "providers/prv_2"]
+    assert EVENTS_OUT.labels("providers", "test")._value.get() == counted + 3
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner  # an ordinary cancel (the connection ended) stays a cancel
+
+
+async def test_a_paced_client_gets_the_latest_state_of_each_resource():
+    sent: list[Outgoing] = []
+
+    async def send(item: Outgoing) -> None:
+        sent.append(item)
+
+    subscriber = _subscriber(send, rate=1.0)  # one message a second, one token now
+    runner = asyncio.create_task(subscriber.run())
+    for version in range(1, 6):
+        subscriber.offer(_item("providers/prv_hot", version))
+        await asyncio.sleep(0)
+    await asyncio.sleep(1.3)
+    runner.cancel()
+    assert [s.event["data"] for s in sent] == [{"version": 1}, {"version": 5}]
+
+
+async def test_a_send_that_is_never_accepted_disconnects_the_client():
+    blocked = asyncio.Event()
+
+    async def send(item: Outgoing) -> None:
+        blocked.set()
+        await asyncio.Event().wait()  # the client's buffers are full: never accepted
+
+    subscriber = _subscriber(send, send_timeout_s=0.2)
+    runner = asyncio.create_task(subscriber.run())
+    subscriber.offer(_item("providers/prv_1", 1))
+    await asyncio.wait_for(blocked.wait(), 1)
+    assert not subscriber.check_stalled(time.monotonic()), "not yet past the timeout"
+    await asyncio.sleep(0.25)
+    assert subscriber.check_stalled(time.monotonic())
+    with pytest.raises(SlowConsumer, match="not accepted in time"):
+        await runner
+    assert not subscriber.check_stalled(time.monotonic()), "reported once"
+
+
+async def test_the_hub_watch_finds_stalled_clients():
+    """`EventHub`'s once-a-second watch is what calls `check_stalled` in the gateway."""
+
+    class Keys:
+        def authenticate(self, key: str) -> Principal:
+            return Principal(key_id="key_1", project="default", role=Role.VIEWER)
+
+    async def send(item: Outgoing) -> None:
+        await asyncio.Event().wait()
+
+    hub = EventHub(js=None, keys=Keys())  # type: ignore[arg-type]
+    subscriber = _subscriber(send, send_timeout_s=0.1)
+    hub.add(subscriber, on_revoked=lambda: asyncio.sleep(0))
+    runner = asyncio.create_task(subscriber.run())
+    hub.publish("agentmgr.events.providers.updated", json.dumps(_item("providers/prv_1", 1).event).encode())
+    watch = asyncio.create_task(hub._watch_clients())
+    try:
+        with pytest.raises(SlowConsumer):
+            await asyncio.wait_for(runner, 3)
+    finally:
+        watch.cancel()
+        hub.remove(subscriber)
