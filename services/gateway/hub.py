@@ -246,6 +246,9 @@ class EventHub:
         parts = subject.split(".")
         if len(parts) != 4 or parts[2] not in TOPICS:
             return
+        if not self.subscribers:  # no client connected to this replica: nothing to prepare
+            EVENTS_IN.labels(parts[2]).inc()
+            return
         try:
             event = json.loads(data)
         except ValueError:
