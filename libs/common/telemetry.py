@@ -151,20 +151,25 @@ UnaryBehavior = Callable[[object, Context], Awaitable[object]]
 StreamBehavior = Callable[[object, Context], AsyncIterator[object]]
 
 
+def _server_span(name: str, attributes: dict[str, str], context: Context) -> Any:
+    """A SERVER span for one call, child of the caller's span when its metadata carries one."""
+    return tracer().start_as_current_span(
+        name,
+        context=_server_parent(context.invocation_metadata()),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
 def trace_server_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
     """Wrap a unary handler in a server span continuing the caller's trace."""
     attributes = _rpc_attributes(method)
     name = method.lstrip("/")
 
     async def unary(request: object, context: Context) -> object:
-        with tracer().start_as_current_span(
-            name,
-            context=_server_parent(context.invocation_metadata()),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with _server_span(name, attributes, context) as span:
             try:
                 return await behavior(request, context)
             finally:
@@ -179,14 +184,7 @@ def trace_server_stream(method: str, behavior: StreamBehavior) -> StreamBehavior
     name = method.lstrip("/")
 
     async def stream(request: object, context: Context) -> AsyncIterator[object]:
-        with tracer().start_as_current_span(
-            name,
-            context=_server_parent(context.invocation_metadata()),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with _server_span(name, attributes, context) as span:
             try:
                 async for item in behavior(request, context):
                     yield item
