@@ -165,3 +165,12 @@ async def run(
             if worker.poll() is None:
                 worker.kill()
         system.stop()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    async def _main() -> None:
+        print("\n".join((await run()).rows()))
+
+    uvloop.run(_main())
