@@ -53,6 +53,18 @@ def _trace_model_calls() -> None:
     )
 
 
+# Compiled once at start: the regex translation's one-time Unicode tables (`\d`, `\w`, `\s`, about
+# 0.15 s) and the format checkers are built before the first user's schema, not during it.
+_WARM_UP_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "pattern": "^\\d\\w\\s$", "format": "date-time"},
+        "mail": {"type": "string", "format": "email"},
+    },
+    "required": ["code"],
+}
+
+
 class AgentServer:
     """The agent service process: agents, tasks, runs, the registry and the run worker."""
 
@@ -85,6 +97,7 @@ class AgentServer:
     async def start(self, address: str | None = None) -> int:
         """Connect, start serving; returns the gRPC port."""
         runtime, settings = self.runtime, self.settings
+        self.compiler.compile(_WARM_UP_SCHEMA)
         await runtime.connect()
         interceptors = grpc_client_interceptors()
         public = grpc.aio.insecure_channel(settings.provider_svc_address, interceptors=interceptors)
