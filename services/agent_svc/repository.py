@@ -680,27 +680,42 @@ _RUN_INSERT = (
     .on_conflict_do_nothing()
     .returning(runs.c.id)
 )
+_RUN_STATE = {
+    name: bindparam(name, type_=runs.c[name].type)
+    for name in (
+        "status",
+        "output",
+        "error_code",
+        "error_message",
+        "usage_requests",
+        "usage_input_tokens",
+        "usage_output_tokens",
+        "attempts",
+        "latency_ms",
+        "start_time",
+        "end_time",
+    )
+}
+# A run that ended is never written again: of two writers racing to end it (a replica
+# re-executing a redelivered job, the stale-run reaper) exactly one wins and emits the
+# final event; the other's update matches nothing, so it adds no event either.
+# (Literal SQL: FastQuery statements take only named parameters, no expanding lists.)
 _RUN_FINISH = (
     update(runs)
-    .where(runs.c.id == bindparam("id"))
-    .values(
-        {
-            name: bindparam(name, type_=runs.c[name].type)
-            for name in (
-                "status",
-                "output",
-                "error_code",
-                "error_message",
-                "usage_requests",
-                "usage_input_tokens",
-                "usage_output_tokens",
-                "attempts",
-                "latency_ms",
-                "start_time",
-                "end_time",
-            )
-        }
+    .where(runs.c.id == bindparam("id"), text("status NOT IN ('succeeded', 'failed')"))
+    .values(_RUN_STATE)
+    .returning(runs.c.id)
+)
+# The reaper ends a run only if it is still the stale `running` it found: a replica that
+# took the run over meanwhile has given it a new start_time, and keeps it.
+_RUN_REAP = (
+    update(runs)
+    .where(
+        runs.c.id == bindparam("id"),
+        text("status = 'running'"),
+        runs.c.start_time <= bindparam("started_before", type_=runs.c.start_time.type),
     )
+    .values(_RUN_STATE)
     .returning(runs.c.id)
 )
 _RUN_GET = FastQuery(select(*_RUN_COLUMNS).where(runs.c.id == bindparam("id")))
@@ -742,6 +757,7 @@ class RunRepository:
     def __init__(self, outbox: Outbox) -> None:
         self._insert = OutboxWrite(_RUN_INSERT, outbox)
         self._finish = OutboxWrite(_RUN_FINISH, outbox)
+        self._reap = OutboxWrite(_RUN_REAP, outbox)
 
     async def insert(
         self,
@@ -764,8 +780,18 @@ class RunRepository:
         return None if row is None else (_to_run(row), str(row["request_hash"] or ""))
 
     async def save_state(self, conn: Executor, run: Run, messages: Sequence[OutboxMessage]) -> bool:
-        """Store a run's new state (running, or finished) with its messages; False if gone."""
+        """Store a run's new state (running, or finished) with its messages.
+
+        False (and no message added) when the run is gone or has already ended.
+        """
         return await self._finish.execute(conn, run_values(run), messages)
+
+    async def reap(
+        self, conn: Executor, run: Run, messages: Sequence[OutboxMessage], *, started_before: dt.datetime
+    ) -> bool:
+        """End a stale run, if it is still `running` since before `started_before`."""
+        values = {**run_values(run), "started_before": started_before}
+        return await self._reap.execute(conn, values, messages)
 
     async def get(self, conn: Executor, run_id: str) -> Run | None:
         """One run."""

@@ -529,14 +529,27 @@ class RunService:
         self._outbox.committed(*messages)
         return run
 
-    async def _save(self, run: Run, actor: str) -> None:
+    async def _save(self, run: Run, actor: str, *, stale_before: dt.datetime | None = None) -> bool:
+        """Store a new state with its event; False when the run had already ended.
+
+        With `stale_before` (the reaper), only a run still `running` since before then.
+        """
         messages = (self._event(run, actor),)
         async with self._engine.connect() as conn:
-            saved = await self._runs.save_state(conn, run, messages)
+            if stale_before is None:
+                saved = await self._runs.save_state(conn, run, messages)
+            else:
+                saved = await self._runs.reap(conn, run, messages, started_before=stale_before)
         if saved:
             self._outbox.committed(*messages)
             if run.end_time is not None:
                 observe_finished_run(run)
+        return saved
+
+    async def _stored_or(self, run: Run) -> Run:
+        """The run as stored (another writer ended it first), else `run`."""
+        async with self._engine.connect() as conn:
+            return await self._runs.get(conn, run.id) or run
 
     async def _finish(
         self,
@@ -573,7 +586,8 @@ class RunService:
             latency_ms=int((time.perf_counter() - started) * 1000),
             end_time=utcnow(),
         )
-        await self._save(finished, actor)
+        if not await self._save(finished, actor):
+            return await self._stored_or(finished)
         return finished
 
     async def _provider_of(self, run: Run) -> str:
@@ -670,7 +684,8 @@ class RunService:
             await self._save(failed, actor)
             return failed
         running = replace(run, status=RunStatus.RUNNING, start_time=utcnow())
-        await self._save(running, actor)
+        if not await self._save(running, actor):  # ended meanwhile (reaped, or run elsewhere)
+            return await self._stored_or(running)
         del agent
         return await self._shielded(self._finish(running, prompt, actor))
 
@@ -726,12 +741,13 @@ class RunService:
         return page, token
 
     async def fail_stale(self, *, older_than: dt.timedelta, actor: str) -> int:
-        """Fail runs stuck `running` past any possible timeout (their process died)."""
+        """Fail runs stuck `running` past any possible timeout (their process died); how many."""
         cutoff = utcnow() - older_than
         async with self._engine.connect() as conn:
             stale = await self._runs.stale_running(conn, started_before=cutoff, limit=100)
+        reaped = 0
         for run in stale:
-            await self._save(
+            reaped += await self._save(
                 replace(
                     run,
                     status=RunStatus.FAILED,
@@ -741,8 +757,9 @@ class RunService:
                     end_time=utcnow(),
                 ),
                 actor,
+                stale_before=cutoff,
             )
-        return len(stale)
+        return reaped
 
 
 class RunWorker:

@@ -4,6 +4,7 @@ stub (a real LLM cannot run here), and the offline `test` provider."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import socket
 import uuid
@@ -340,6 +341,44 @@ async def test_start_run_proceeds_in_the_background(world, js):
     events = await eventually(states)
     assert events[-1]["data"]["output"] == VALID
     assert world.stub.api_key not in str(events)
+
+
+async def test_a_run_ends_once_when_the_reaper_and_its_execution_race(world, js):
+    """A run reaped as interrupted while an execution of it is still going (a replica that
+    took over a redelivered job) keeps the first end: one final state, one final event."""
+    world.stub.script("race", [Slow(1.0, VALID)])
+    agent, task = await world.agent("race"), await world.task()
+    started = await world.stack.runs.StartRun(
+        run_pb2.StartRunRequest(
+            input=run_pb2.RunInput(agent_id=agent.id, task_id=task.id, variables=struct({"thing": "x"}))
+        ),
+        metadata=world.md,
+    )
+
+    async def get() -> run_pb2.Run:
+        reply = await world.stack.runs.GetRun(run_pb2.GetRunRequest(id=started.run.id), metadata=world.md)
+        return reply.run
+
+    async def running() -> None:
+        assert (await get()).status == "running"
+
+    await eventually(running, timeout=10, interval=0.02)
+    service = world.stack.agent.runs
+    assert service is not None
+    assert await service.fail_stale(older_than=dt.timedelta(0), actor="test:reaper") >= 1
+    assert await service.fail_stale(older_than=dt.timedelta(0), actor="test:reaper") == 0  # ended: left alone
+
+    async def states() -> list[str]:
+        events = await read_events(js, subject="agentmgr.events.runs.>")
+        types = [e["type"] for e in events if e["subject"] == f"runs/{started.run.id}"]
+        assert types[-1] == "agentmgr.run.failed", types
+        return types
+
+    await eventually(states, timeout=10)
+    await asyncio.sleep(1.5)  # the execution's model call has answered by now
+    run = await get()
+    assert run.status == "failed" and "interrupted" in run.error.message, run
+    assert await states() == ["agentmgr.run.queued", "agentmgr.run.running", "agentmgr.run.failed"]
 
 
 async def test_stream_run_sends_partials_then_the_run(world):
