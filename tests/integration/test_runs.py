@@ -89,6 +89,15 @@ class World:
         )
         return reply.task
 
+    async def start(self, agent, task):
+        """StartRun: the run, queued."""
+        return await self.stack.runs.StartRun(
+            run_pb2.StartRunRequest(
+                input=run_pb2.RunInput(agent_id=agent.id, task_id=task.id, variables=struct({"thing": "x"}))
+            ),
+            metadata=self.md,
+        )
+
     async def run(self, agent, task, variables=None, **kwargs):
         reply = await self.stack.runs.CreateRun(
             run_pb2.CreateRunRequest(
@@ -309,12 +318,7 @@ async def test_credential_change_reaches_the_registry(world):
 async def test_start_run_proceeds_in_the_background(world, js):
     world.stub.script("bg", [Slow(0.5, VALID)])
     agent, task = await world.agent("bg"), await world.task()
-    started = await world.stack.runs.StartRun(
-        run_pb2.StartRunRequest(
-            input=run_pb2.RunInput(agent_id=agent.id, task_id=task.id, variables=struct({"thing": "x"}))
-        ),
-        metadata=world.md,
-    )
+    started = await world.start(agent, task)
     assert started.run.status == "queued"
 
     async def finished():
@@ -348,12 +352,7 @@ async def test_a_run_ends_once_when_the_reaper_and_its_execution_race(world, js)
     took over a redelivered job) keeps the first end: one final state, one final event."""
     world.stub.script("race", [Slow(1.0, VALID)])
     agent, task = await world.agent("race"), await world.task()
-    started = await world.stack.runs.StartRun(
-        run_pb2.StartRunRequest(
-            input=run_pb2.RunInput(agent_id=agent.id, task_id=task.id, variables=struct({"thing": "x"}))
-        ),
-        metadata=world.md,
-    )
+    started = await world.start(agent, task)
 
     async def get() -> run_pb2.Run:
         reply = await world.stack.runs.GetRun(run_pb2.GetRunRequest(id=started.run.id), metadata=world.md)
