@@ -37,6 +37,7 @@ __all__ = [
     "EVENTS_SUBJECT_PREFIX",
     "JOBS_STREAM",
     "JOBS_SUBJECT_PREFIX",
+    "close",
     "connect",
     "ensure_api_key_bucket",
     "ensure_streams",
@@ -50,6 +51,18 @@ API_KEYS_BUCKET = "agentmgr_api_keys"
 
 _DAY = 24 * 3600.0
 _log = get_logger(__name__)
+
+
+async def close(nc: NatsClient, *, timeout_s: float = 5.0) -> None:
+    """Close a connection, giving up after `timeout_s`.
+
+    nats-py's close can wait forever on a transport caught mid-reconnect (a server that
+    just restarted); shutdown must not: whatever was unsent is in the outbox or unacked.
+    """
+    try:
+        await asyncio.wait_for(nc.close(), timeout_s)
+    except TimeoutError:
+        _log.warning("nats_close_timed_out", timeout_s=timeout_s)
 
 
 async def connect(url: str, *, name: str, connect_timeout_s: float = 30.0) -> NatsClient:

@@ -27,6 +27,7 @@ from libs.common.db import create_engine
 from libs.common.gctune import tune_gc_for_serving
 from libs.common.grpc_server import AccessPolicy, CallInterceptor, GrpcServer
 from libs.common.logging import get_logger, redactor
+from libs.common.messaging import close as close_nats
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
 from libs.common.metrics import ConsumerRef, MetricsRefresher
 from libs.common.outbox import Outbox, OutboxRelay
@@ -252,7 +253,7 @@ class ServiceRuntime:
         if self._connections is not None:
             # close, not drain: everything worth keeping is in the outbox or unacked
             # (redelivered), and nats-py's drain races its own subscription tasks.
-            await self._connections.nats.close()
+            await close_nats(self._connections.nats)
             await self._connections.engine.dispose()
         _log.info("service_stopped")
 

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 from libs.common.auth import KeyStore, ensure_bootstrap_admin_key
 from libs.common.gctune import tune_gc_for_serving
 from libs.common.logging import get_logger, redactor
+from libs.common.messaging import close as close_nats
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
 from libs.common.telemetry import grpc_client_interceptors, tracing_enabled
 from services.gateway.app import GatewayApp, create_app
@@ -120,7 +121,7 @@ class GatewayServer:
         if self._backends is not None:
             await self._backends.close()
         if self._nats is not None:
-            await self._nats.close()
+            await close_nats(self._nats)
         _log.info("gateway_stopped")
 
     async def wait_for_shutdown(self) -> None:

@@ -21,6 +21,7 @@ from libs.common.auth import ALL_PROJECTS, Role, create_api_key
 from libs.common.crypto import generate_key
 from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
 from libs.common.grpc_server import LIVENESS
+from libs.common.messaging import close as close_nats
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
 from libs.common.migrate import run_migrations
 from services.provider_svc.repository import SCHEMA
@@ -145,5 +146,5 @@ async def test_readiness_follows_postgres_and_nats(own_pg, own_nats, log_tee):
         await eventually(all_events, timeout=20, interval=0.5)
     finally:
         await channel.close(None)
-        await server.stop()
-        await nc.close()
+        await asyncio.wait_for(server.stop(), 60)
+        await close_nats(nc)

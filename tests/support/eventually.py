@@ -17,12 +17,18 @@ async def eventually(
     interval: float = 0.05,
     message: str = "condition not met",
 ) -> T:
-    """Call `probe` until it returns without raising AssertionError, within `timeout`."""
+    """Call `probe` until it returns without raising AssertionError, within `timeout`.
+
+    A probe that hangs counts as a failed attempt once the time is up (each attempt may
+    take what is left of `timeout`, at least a second), so a stuck call fails the test
+    with a message instead of hanging it.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return await probe()
-        except AssertionError as exc:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
+                return await probe()
+        except (AssertionError, TimeoutError) as exc:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{message} within {timeout} s: {exc}") from exc
+                raise AssertionError(f"{message} within {timeout} s: {exc or type(exc).__name__}") from exc
         await asyncio.sleep(interval)
