@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -49,7 +48,7 @@ from libs.common.auth import Principal
 from libs.common.clock import utcnow
 from libs.common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 from libs.common.ids import new_id
-from libs.common.jsonvalue import JsonObject
+from libs.common.jsonvalue import JsonObject, fingerprint
 from libs.common.logging import get_logger, redactor
 from libs.common.messaging import JOBS_STREAM, JOBS_SUBJECT_PREFIX
 from libs.common.names import validate_name
@@ -324,7 +323,7 @@ def _request_fingerprint(request: RunRequest) -> str:
         "variables": request.variables,
         "prompt": request.prompt,
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return fingerprint(body)
 
 
 class RunService:

@@ -7,8 +7,6 @@ in the agent's project (asked of provider_svc); a task's schema must compile.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,7 +18,7 @@ from libs.common.clock import utcnow
 from libs.common.errors import InvalidArgument, NotFound
 from libs.common.etag import check_etag
 from libs.common.ids import new_id
-from libs.common.jsonvalue import JsonObject
+from libs.common.jsonvalue import JsonObject, fingerprint
 from libs.common.names import validate_name, validate_project
 from libs.common.outbox import Outbox, OutboxMessage
 from libs.common.pagination import decode_page_token, encode_page_token, page_size
@@ -65,11 +63,6 @@ _AGENT_FIELDS = frozenset(
     }
 )
 _TASK_FIELDS = frozenset({"name", "description", "instructions", "prompt_template", "response_schema"})
-
-
-def _fingerprint(body: Mapping[str, object]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_text(value: str, *, field_path: str, limit: int) -> str:
@@ -233,7 +226,7 @@ class AgentService:
             update_time=now,
         )
         request_hash = (
-            _fingerprint(
+            fingerprint(
                 {
                     "name": name,
                     "description": description,
@@ -592,7 +585,7 @@ class TaskService:
             update_time=now,
         )
         request_hash = (
-            _fingerprint(
+            fingerprint(
                 {
                     "name": name,
                     "description": description,

@@ -8,7 +8,6 @@ decrypted only for the validation worker and `CredentialService`.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -26,7 +25,7 @@ from libs.common.errors import (
 )
 from libs.common.etag import check_etag
 from libs.common.ids import new_id
-from libs.common.jsonvalue import JsonObject
+from libs.common.jsonvalue import JsonObject, fingerprint
 from libs.common.messaging import JOBS_SUBJECT_PREFIX
 from libs.common.names import validate_name, validate_project
 from libs.common.outbox import Outbox, OutboxMessage
@@ -124,7 +123,7 @@ def _request_hash(draft: ProviderDraft) -> str:
         "config": draft.config,
         "api_key_sha256": hashlib.sha256(draft.api_key.encode()).hexdigest(),
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return fingerprint(body)
 
 
 class ProviderService:
