@@ -36,7 +36,7 @@ from agentmgr.v1 import (
     task_pb2,
     task_pb2_grpc,
 )
-from bench.harness import ROOT, Result, System, load
+from bench.harness import ROOT, Result, System, http_session, load, post_json
 from libs.common.embedded import free_port
 from services.agent_svc.schema_compiler import SchemaCompiler
 
@@ -205,7 +205,7 @@ async def run(*, duration_s: float = 5.0) -> list[Result]:
         async with (
             grpc.aio.insecure_channel(stack.agent_address) as channel,
             httpx2.AsyncClient(limits=limits) as model_http,
-            httpx2.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=60) as rest,
+            http_session(stack.gateway_url) as rest,
         ):
             runs = run_pb2_grpc.RunServiceStub(channel)
             in_process = Agent(
@@ -231,9 +231,9 @@ async def run(*, duration_s: float = 5.0) -> list[Result]:
                     raise RuntimeError(f"run failed: {reply.run.error}")
 
             async def post_run(_: int) -> None:
-                response = await rest.post("/v1/runs", json=body, headers={"authorization": f"Bearer {key}"})
-                if response.status_code != 201 or response.json()["status"] != "succeeded":
-                    raise RuntimeError(f"run failed: {response.text}")
+                status, answer = await post_json(rest, "/v1/runs", body, key=key)
+                if status != 201 or answer["status"] != "succeeded":
+                    raise RuntimeError(f"run failed: {answer}")
 
             for concurrency in LEVELS:
                 results.append(

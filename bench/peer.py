@@ -17,11 +17,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import httpx2
 import uvloop
 
 from bench.end_to_end import LEVELS, SCHEMA, STUB_KEY, start, wait_http
-from bench.harness import Result, load
+from bench.harness import Result, http_session, load, post_json
 from libs.common.embedded import free_port
 
 MASTER_KEY = "sk-litellm-bench-master-0000"
@@ -78,26 +77,21 @@ async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
             "tools": [{"type": "function", "function": {"name": "final_result", "parameters": SCHEMA}}],
             "tool_choice": "required",
         }
-        limits = httpx2.Limits(max_connections=512, max_keepalive_connections=512)
         results: list[Result] = []
         async with (
-            httpx2.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=60) as ours,
-            httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as theirs,
+            http_session(stack.gateway_url) as ours,
+            http_session(f"http://127.0.0.1:{port}") as theirs,
         ):
 
             async def agentmgr(_: int) -> None:
-                response = await ours.post(
-                    "/v1/runs", json=run_body, headers={"authorization": f"Bearer {key}"}
-                )
-                if response.status_code != 201 or response.json()["status"] != "succeeded":
-                    raise RuntimeError(response.text)
+                status, answer = await post_json(ours, "/v1/runs", run_body, key=key)
+                if status != 201 or answer["status"] != "succeeded":
+                    raise RuntimeError(str(answer))
 
             async def peer(_: int) -> None:
-                response = await theirs.post(
-                    "/v1/chat/completions", json=chat_body, headers={"authorization": f"Bearer {MASTER_KEY}"}
-                )
-                if response.status_code != 200:
-                    raise RuntimeError(response.text)
+                status, answer = await post_json(theirs, "/v1/chat/completions", chat_body, key=MASTER_KEY)
+                if status != 200:
+                    raise RuntimeError(str(answer))
 
             for concurrency in LEVELS:
                 results.append(

@@ -57,6 +57,7 @@ async def run(system: System | None = None, *, duration_s: float = 5.0) -> list[
                         "provider_svc CreateProvider", create, concurrency=concurrency, duration_s=duration_s
                     )
                 )
+                await system.quiet(("provider_svc",))
                 results.append(
                     await load(
                         "provider_svc GetProvider", get, concurrency=concurrency, duration_s=duration_s
