@@ -24,6 +24,7 @@ from libs.common.ratelimit import RateLimiter
 from services.gateway.clients import Backends
 from services.gateway.deps import CallerDep, GatewayError
 from services.gateway.errors import error_response
+from services.gateway.fastpath import FastRuns
 from services.gateway.hub import EventHub
 from services.gateway.routes import ERRORS, agents, providers, runs, tasks
 from services.gateway.schemas import Me
@@ -183,6 +184,7 @@ class GatewayApp:
     api: FastAPI
     asgi: ASGIApp
     socketio: SocketIOBridge
+    fast_runs: FastRuns
 
 
 _HTTP_CODES = {
@@ -314,5 +316,8 @@ def create_app(
     _mount_console(api)
     _clean_openapi(api)
     bridge = SocketIOBridge(keys=keys, hub=hub, settings=settings)
-    asgi: ASGIApp = Observe(BodyLimit(bridge.asgi(api), max_bytes=settings.max_body_bytes))
-    return GatewayApp(api=api, asgi=TracingMiddleware(asgi) if tracing else asgi, socketio=bridge)
+    fast_runs = FastRuns(bridge.asgi(api), api)
+    asgi: ASGIApp = Observe(BodyLimit(fast_runs, max_bytes=settings.max_body_bytes))
+    return GatewayApp(
+        api=api, asgi=TracingMiddleware(asgi) if tracing else asgi, socketio=bridge, fast_runs=fast_runs
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import grpc
 from fastapi import Depends, Header, Request
@@ -22,7 +22,16 @@ from libs.common.ratelimit import RateLimiter
 from services.gateway.clients import Backends, CallContext
 from services.gateway.settings import GatewaySettings
 
-__all__ = ["BackendsDep", "Caller", "CallerDep", "GatewayError", "SettingsDep", "call", "etag_from"]
+__all__ = [
+    "BackendsDep",
+    "Caller",
+    "CallerDep",
+    "GatewayError",
+    "SettingsDep",
+    "authorize",
+    "call",
+    "etag_from",
+]
 
 T = TypeVar("T")
 
@@ -44,11 +53,6 @@ class Caller:
     def __init__(self, principal: Principal, context: CallContext) -> None:
         self.principal = principal
         self.context = context
-
-
-def _state(request: Request) -> tuple[KeyStore, RateLimiter | None, GatewaySettings]:
-    state = request.app.state
-    return state.keys, state.limiter, state.settings
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
@@ -73,13 +77,26 @@ async def get_caller(
     x_request_id: Annotated[str | None, Header()] = None,
 ) -> Caller:
     """Authenticate the bearer key and apply the per-key rate limit."""
-    keys, limiter, settings = _state(request)
+    caller = authorize(request.app.state, credentials.credentials if credentials else None, x_request_id)
+    request.state.request_id = caller.context.request_id
+    return caller
+
+
+def authorize(state: Any, api_key: str | None, x_request_id: str | None) -> Caller:
+    """The caller of a request with bearer key `api_key`, rate limited; GatewayError otherwise.
+
+    `state` is the app's state (keys, limiter, settings). Shared by the FastAPI
+    dependency and the fast path (`services.gateway.fastpath`).
+    """
+    keys: KeyStore = state.keys
+    limiter: RateLimiter | None = state.limiter
+    settings: GatewaySettings = state.settings
     if not keys.ready.is_set():
         raise GatewayError(Unavailable("the gateway is starting; retry shortly"))
-    if credentials is None:
+    if api_key is None:
         raise GatewayError(Unauthenticated("missing API key: send 'Authorization: Bearer <key>'"))
     try:
-        principal = keys.authenticate(credentials.credentials)
+        principal = keys.authenticate(api_key)
     except DomainError as exc:
         raise GatewayError(exc) from None
     if limiter is not None:
@@ -90,8 +107,7 @@ async def get_caller(
     request_id = (
         x_request_id[:128] if x_request_id and _REQUEST_ID.fullmatch(x_request_id[:128]) else uuid.uuid4().hex
     )
-    request.state.request_id = request_id
-    return Caller(principal, CallContext(credentials.credentials, request_id, settings.request_timeout_s))
+    return Caller(principal, CallContext(api_key, request_id, settings.request_timeout_s))
 
 
 async def call(awaitable: Awaitable[T]) -> T:

@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.asyncio
@@ -272,6 +273,63 @@ async def test_runs_paths(gateway, admin, viewer, llm_stub):
     assert missing.status_code == 400 and fields_of(missing) == ["variables.place"]
     forbidden = await gateway.http.post("/v1/runs", json=body, headers=viewer)
     assert forbidden.status_code == 403 and error_of(forbidden)["code"] == "PERMISSION_DENIED"
+
+
+async def test_runs_fast_path_answers_as_the_fastapi_route(gateway, admin, viewer, keys):
+    """`POST /v1/runs` is served below FastAPI (services/gateway/fastpath.py); every answer
+    equals the FastAPI route's, which also still serves whatever the fast path passes on."""
+    provider = await make_provider(gateway, admin)
+    agent = await make_agent(gateway, admin, provider["id"])
+    task = await make_task(gateway, admin)
+    body = {"agent_id": agent["id"], "task_id": task["id"], "variables": {"place": "Rome"}}
+    app = gateway.server.app
+    assert app is not None
+    route = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.api), base_url="http://gw", timeout=30)
+    json_type = {"content-type": "application/json"}
+    cases: list[tuple[str, dict[str, str], bytes, bool]] = [
+        # (what, headers, body, served by the fast path)
+        ("finished", admin, json.dumps(body).encode(), True),
+        ("queued", admin, json.dumps({**body, "wait": False}).encode(), True),
+        ("unknown agent", admin, json.dumps({**body, "agent_id": "agt_nope"}).encode(), True),
+        ("missing variable", admin, json.dumps({**body, "variables": {}}).encode(), True),
+        ("viewer", viewer, json.dumps(body).encode(), True),
+        ("unknown key", {"authorization": "Bearer amk_nope"}, json.dumps(body).encode(), True),
+        ("no key", {}, json.dumps(body).encode(), False),
+        ("basic auth", {"authorization": "Basic abc"}, json.dumps(body).encode(), False),
+        ("wrong type", admin, json.dumps({**body, "agent_version": "x"}).encode(), False),
+        ("unknown field", admin, json.dumps({**body, "bogus": 1}).encode(), False),
+        ("not json", admin, b"{not json", False),
+        ("not an object", admin, b"[1, 2]", False),
+    ]
+    try:
+        for what, headers, content, fast in cases:
+            before = app.fast_runs.served
+            served = await gateway.http.post("/v1/runs", content=content, headers={**headers, **json_type})
+            assert app.fast_runs.served - before == (1 if fast else 0), what
+            expected = await route.post("/v1/runs", content=content, headers={**headers, **json_type})
+            assert served.status_code == expected.status_code, (what, served.text, expected.text)
+            assert served.headers["content-type"] == expected.headers["content-type"], what
+            assert served.headers.get("retry-after") == expected.headers.get("retry-after"), what
+            if served.status_code < 300:  # two runs: the same shape, their own ids and times
+                mine, theirs = served.json(), expected.json()
+                assert mine.keys() == theirs.keys() and mine["status"] == theirs["status"], what
+                assert mine.get("output") == theirs.get("output"), what
+            else:
+                assert served.json() == expected.json(), what
+
+        # The request id is echoed, the route label is the template, as for FastAPI's routes.
+        traced = {**admin, "x-request-id": "req-fast-1"}
+        echoed = await gateway.http.post("/v1/runs", json=body, headers=traced)
+        assert echoed.status_code == 201 and echoed.headers["x-request-id"] == "req-fast-1"
+        metrics = (await gateway.http.get("/metrics")).text
+        assert 'agentmgr_http_requests_total{method="POST",route="/v1/runs",status="201"}' in metrics
+
+        # A body over the limit is refused before anything is read into the fast path.
+        huge = b'{"agent_id": "' + b"a" * (gateway.server.settings.max_body_bytes + 1) + b'"}'
+        too_large = await gateway.http.post("/v1/runs", content=huge, headers={**admin, **json_type})
+        assert too_large.status_code == 413 and error_of(too_large)["code"] == "INVALID_ARGUMENT"
+    finally:
+        await route.aclose()
 
 
 # --- errors ----------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from agentmgr.v1 import run_pb2 as pb
 from libs.common.protojson import dict_to_struct, message_to_json, struct_to_dict
-from services.gateway.deps import BackendsDep, CallerDep, SettingsDep, call
+from services.gateway.clients import Backends
+from services.gateway.deps import BackendsDep, Caller, CallerDep, SettingsDep, call
 from services.gateway.routes import ERRORS, resource_response
 from services.gateway.schemas import Run, RunCreate, RunList
+from services.gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERRORS)
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks the stream-end marker
@@ -47,6 +49,14 @@ async def create_run(
 
     A run that failed because of the provider is still a 201: the failure is in the run.
     """
+    run, status = await submit_run(body, caller, backends, settings)
+    return resource_response(run, status_code=status)
+
+
+async def submit_run(
+    body: RunCreate, caller: Caller, backends: Backends, settings: GatewaySettings
+) -> tuple[pb.Run, int]:
+    """Make the run (201 when finished) or queue it (202); shared with the fast path."""
     ctx = caller.context
     if body.wait:
         reply = await call(
@@ -56,7 +66,7 @@ async def create_run(
                 timeout=settings.run_timeout_s,
             )
         )
-        return resource_response(reply.run, status_code=201)
+        return reply.run, 201
     started = await call(
         backends.runs.StartRun(
             pb.StartRunRequest(input=_input(body), request_id=body.request_id),
@@ -64,7 +74,7 @@ async def create_run(
             timeout=ctx.timeout_s,
         )
     )
-    return resource_response(started.run, status_code=202)
+    return started.run, 202
 
 
 @router.post(
