@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import httpx2
 import psutil
-import websockets
 
 from bench.harness import ROOT, System
 
@@ -57,24 +56,31 @@ def _client_main(url: str, count: int) -> None:
     Kept in memory until stdin closes: printing as they come would fill the pipe (the
     parent reads it only at the end) and stall this process mid-measurement.
     """
+    import aiohttp
     import uvloop
 
     async def main() -> None:
+        # aiohttp's WebSocket reader is C: the load generator shares the two cores with the
+        # gateway, and its own per-frame cost should not be what the figure measures.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         sockets = []
         for _ in range(count):
-            ws = await websockets.connect(url, max_queue=None, ping_interval=None)
-            await ws.send(json.dumps({"type": "subscribe", "topics": ["providers"]}))
+            ws = await session.ws_connect(url, autoping=False, max_msg_size=0)
+            await ws.send_str(json.dumps({"type": "subscribe", "topics": ["providers"]}))
             sockets.append(ws)
         for ws in sockets:
-            await ws.recv()  # the "subscribed" acknowledgement
+            await ws.receive()  # the "subscribed" acknowledgement
         print("ready", flush=True)
 
         latencies: list[float] = []
 
-        async def reader(ws: websockets.ClientConnection) -> None:
+        async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
             while True:
-                frame = json.loads(await ws.recv())
+                message = await ws.receive()
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    return
                 now = time.time()
+                frame = json.loads(message.data)
                 if frame.get("type") == "event":
                     latencies.append((now - _stamp(frame["event"]["time"])) * 1000)
 
@@ -83,6 +89,7 @@ def _client_main(url: str, count: int) -> None:
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
+        await session.close()
         sys.stdout.write("".join(f"{value:.3f}\n" for value in latencies))
         sys.stdout.flush()
 

@@ -88,6 +88,35 @@ async def load(
     return Result(label, concurrency, len(latencies), elapsed, latencies)
 
 
+async def interleaved(
+    calls: list[tuple[str, Callable[[int], Awaitable[object]]]],
+    *,
+    concurrency: int,
+    duration_s: float,
+    rounds: int,
+) -> list[Result]:
+    """Load each of `calls` for `duration_s` in all, in `rounds` alternating slices.
+
+    On a shared 2-vCPU machine the speed drifts by more than the differences measured
+    here within seconds; alternating short slices gives every call the same conditions.
+    """
+    merged: dict[str, Result] = {}
+    for round_ in range(rounds):
+        for label, call in calls:
+            warmup = 1.0 if round_ == 0 else 0.3
+            part = await load(
+                label, call, concurrency=concurrency, duration_s=duration_s / rounds, warmup_s=warmup
+            )
+            if label in merged:
+                whole = merged[label]
+                whole.requests += part.requests
+                whole.seconds += part.seconds
+                whole.latencies_ms.extend(part.latencies_ms)
+            else:
+                merged[label] = part
+    return [merged[label] for label, _ in calls]
+
+
 def http_session(base_url: str) -> aiohttp.ClientSession:
     """The load generator's HTTP client: keep-alive, up to 512 connections.
 

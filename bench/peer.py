@@ -19,8 +19,8 @@ from pathlib import Path
 
 import uvloop
 
-from bench.end_to_end import LEVELS, SCHEMA, STUB_KEY, start, wait_http
-from bench.harness import Result, http_session, load, post_json
+from bench.end_to_end import LEVELS, ROUNDS, SCHEMA, STUB_KEY, start, wait_http
+from bench.harness import Result, http_session, interleaved, post_json
 from libs.common.embedded import free_port
 
 MASTER_KEY = "sk-litellm-bench-master-0000"
@@ -42,7 +42,7 @@ litellm_settings:
 """
 
 
-async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
+async def run(litellm: str, *, duration_s: float = 6.0) -> list[Result]:
     stack = await start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     (workdir / "config.yaml").write_text(_config(stack.stub_url))
@@ -94,15 +94,11 @@ async def run(litellm: str, *, duration_s: float = 5.0) -> list[Result]:
                     raise RuntimeError(str(answer))
 
             for concurrency in LEVELS:
-                results.append(
-                    await load(
-                        "agentmgr POST /v1/runs", agentmgr, concurrency=concurrency, duration_s=duration_s
-                    )
-                )
-                results.append(
-                    await load(
-                        "LiteLLM proxy chat completion", peer, concurrency=concurrency, duration_s=duration_s
-                    )
+                results += await interleaved(
+                    [("agentmgr POST /v1/runs", agentmgr), ("LiteLLM proxy chat completion", peer)],
+                    concurrency=concurrency,
+                    duration_s=duration_s,
+                    rounds=ROUNDS[concurrency],
                 )
         return results
     finally:
