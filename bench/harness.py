@@ -124,7 +124,9 @@ def http_session(base_url: str) -> aiohttp.ClientSession:
     1 ms, which is what a gRPC client spends on a call. With both services' clients
     costing the same, "REST minus gRPC" measures the gateway, not the client library.
     """
-    connector = aiohttp.TCPConnector(limit=512, limit_per_host=512)
+    # Idle connections are dropped before the server's keep-alive (uvicorn: 5 s) closes
+    # them, or a POST could go out on a connection being closed (not retried: not idempotent).
+    connector = aiohttp.TCPConnector(limit=512, limit_per_host=512, keepalive_timeout=3.0)
     timeout = aiohttp.ClientTimeout(total=60)
     return aiohttp.ClientSession(base_url=base_url, connector=connector, timeout=timeout)
 
