@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.util import greenlet_spawn
 
 __all__ = [
     "Executor",
@@ -25,6 +26,7 @@ __all__ = [
     "driver_transaction",
     "is_unavailable",
     "normalize_url",
+    "read_connection",
 ]
 
 _DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
@@ -78,6 +80,25 @@ async def driver_of(executor: Executor) -> asyncpg.Connection:
     driver = raw.driver_connection
     assert isinstance(driver, asyncpg.Connection)
     return driver
+
+
+@asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection for FastQuery reads, outside any transaction.
+
+    Checked out of the engine's own pool without SQLAlchemy's `Connection` around it:
+    about 0.1 ms of CPU less per read than `engine.connect()`, a tenth of a
+    `GetProvider`. A connection that broke meanwhile is dropped from the pool.
+    """
+    raw = await engine.raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    try:
+        yield driver
+    finally:
+        if driver.is_closed():
+            await greenlet_spawn(raw.invalidate)
+        await greenlet_spawn(raw.close)
 
 
 @asynccontextmanager

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from libs.common.db import FastQuery
+from libs.common.db import Executor, FastQuery
 from libs.common.errors import AlreadyExists
 from libs.common.outbox import outbox_table
 from services.provider_svc.domain import (
@@ -246,13 +246,12 @@ class ProviderRepository:
             return None
         return RequestRecord(provider=_to_provider(row._mapping), request_hash=row.create_request_hash or "")
 
-    async def get(
-        self, conn: AsyncConnection, provider_id: str, *, for_update: bool = False
-    ) -> Provider | None:
-        """One provider, optionally locked for the rest of the transaction."""
+    async def get(self, conn: Executor, provider_id: str, *, for_update: bool = False) -> Provider | None:
+        """One provider, optionally locked for the rest of the transaction (`conn` is then SQLAlchemy's)."""
         if not for_update:
             found = await _GET.fetchrow(conn, {"id": provider_id})
             return None if found is None else _to_provider(found)
+        assert isinstance(conn, AsyncConnection), "a locking read runs in a SQLAlchemy transaction"
         query = select(*_PUBLIC_COLUMNS).where(providers.c.id == provider_id).with_for_update()
         row = (await conn.execute(query)).first()
         return None if row is None else _to_provider(row._mapping)

@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.auth import Access, Principal
 from libs.common.clock import utcnow
 from libs.common.crypto import DecryptionError, Keyring
+from libs.common.db import Executor, read_connection
 from libs.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -204,7 +205,7 @@ class ProviderService:
         return Validation(status=ValidationStatus.PENDING, detail="validation queued")
 
     async def _visible(
-        self, conn: AsyncConnection, principal: Principal, provider_id: str, *, lock: bool
+        self, conn: Executor, principal: Principal, provider_id: str, *, lock: bool
     ) -> Provider:
         provider = await self._repo.get(conn, provider_id, for_update=lock) if provider_id else None
         if provider is None or not principal.can_see(provider.project):
@@ -279,7 +280,7 @@ class ProviderService:
 
     async def get(self, principal: Principal, provider_id: str) -> Provider:
         """One provider the caller may see."""
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             return await self._visible(conn, principal, provider_id, lock=False)
 
     async def list(

@@ -102,18 +102,32 @@ async def test_readiness_follows_postgres_and_nats(own_pg, own_nats, log_tee):
         except grpc.aio.AioRpcError as exc:
             return exc.code()
 
+    async def read(provider_id: str) -> str | grpc.StatusCode:
+        try:
+            reply = await providers.GetProvider(
+                provider_pb2.GetProviderRequest(id=provider_id), metadata=auth(admin), timeout=10
+            )
+            return reply.provider.id
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+
     try:
         assert await status(health) == SERVING
+        before = await create()
+        assert isinstance(before, str) and await read(before) == before
 
-        # PostgreSQL goes away: not ready within 5 s, writes fail cleanly.
+        # PostgreSQL goes away: not ready within 5 s, writes and reads fail cleanly.
         stopped = time.monotonic()
         await asyncio.to_thread(own_pg.stop)
         await within(5, health, NOT_SERVING, since=stopped)
-        during = [await create() for _ in range(5)]
+        during = [await create() for _ in range(5)] + [await read(before) for _ in range(3)]
         assert all(outcome == grpc.StatusCode.UNAVAILABLE for outcome in during), during
         started = time.monotonic()
         await asyncio.to_thread(own_pg.start)
         await within(5, health, SERVING, since=started)
+        # Reads work again on fresh connections: the pooled ones died with the server.
+        after = [await read(before) for _ in range(3)]
+        assert after == [before] * 3, after
 
         # NATS goes away: not ready within 5 s; writes still land (the outbox keeps their events).
         stopped = time.monotonic()
