@@ -291,7 +291,7 @@ class AgentRepository:
             return None
         return _to_agent(row._mapping), row.create_request_hash or ""
 
-    async def get(self, conn: AsyncConnection, agent_id: str, *, version: int = 0) -> Agent | None:
+    async def get(self, conn: Executor, agent_id: str, *, version: int = 0) -> Agent | None:
         """The current version (0) or a given version of a live agent."""
         if version:
             row = await _AGENT_VERSION.fetchrow(conn, {"id": agent_id, "version": version})
@@ -521,7 +521,7 @@ class TaskRepository:
             return None
         return _to_task(row._mapping), row.create_request_hash or ""
 
-    async def get(self, conn: AsyncConnection, task_id: str, *, version: int = 0) -> Task | None:
+    async def get(self, conn: Executor, task_id: str, *, version: int = 0) -> Task | None:
         """The current version (0) or a given version of a live task."""
         if version:
             row = await _TASK_VERSION.fetchrow(conn, {"id": task_id, "version": version})

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.auth import Principal
 from libs.common.clock import utcnow
+from libs.common.db import driver_connection
 from libs.common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 from libs.common.ids import new_id
 from libs.common.jsonvalue import JsonObject, fingerprint
@@ -368,7 +369,7 @@ class RunService:
             cached = self._agent_versions.get((agent_id, version))
             if cached is not None:
                 return cached
-        async with self._engine.connect() as conn:
+        async with driver_connection(self._engine) as conn:
             agent = await self._agents.get(conn, agent_id, version=version)
         if agent is None:
             raise NotFound(f"agent '{agent_id}'" + (f" version {version}" if version else "") + " not found")
@@ -381,7 +382,7 @@ class RunService:
             cached = self._task_versions.get((task_id, version))
             if cached is not None:
                 return cached
-        async with self._engine.connect() as conn:
+        async with driver_connection(self._engine) as conn:
             task = await self._tasks.get(conn, task_id, version=version)
         if task is None:
             raise NotFound(f"task '{task_id}'" + (f" version {version}" if version else "") + " not found")
@@ -394,7 +395,7 @@ class RunService:
         Versions are immutable, so they are cached; which one is current is always asked
         of the database, so a run right after an update, on any replica, uses the update.
         """
-        async with self._engine.connect() as conn:
+        async with driver_connection(self._engine) as conn:
             agent_head, task_head = await current_versions(conn, request.agent_id, request.task_id)
             agent_v = request.agent_version or agent_head or 0
             if agent_head is None or agent_v > agent_head:
@@ -500,7 +501,7 @@ class RunService:
         if len(request_id) > 128:
             raise InvalidArgument.for_field("request_id", "must be at most 128 characters")
         messages = (self._event(run, actor), *([job] if job else []))
-        async with self._engine.connect() as conn:
+        async with driver_connection(self._engine) as conn:
             if request_id:
                 earlier = await self._runs.find_by_request_id(
                     conn, project=run.project, request_id=request_id
@@ -534,7 +535,7 @@ class RunService:
         With `stale_before` (the reaper), only a run still `running` since before then.
         """
         messages = (self._event(run, actor),)
-        async with self._engine.connect() as conn:
+        async with driver_connection(self._engine) as conn:
             if stale_before is None:
                 saved = await self._runs.save_state(conn, run, messages)
             else:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.common.auth import Access, Principal
 from libs.common.clock import utcnow
 from libs.common.crypto import DecryptionError, Keyring
-from libs.common.db import Executor, read_connection
+from libs.common.db import Executor, driver_connection
 from libs.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -280,7 +280,7 @@ class ProviderService:
 
     async def get(self, principal: Principal, provider_id: str) -> Provider:
         """One provider the caller may see."""
-        async with read_connection(self._engine) as conn:
+        async with driver_connection(self._engine) as conn:
             return await self._visible(conn, principal, provider_id, lock=False)
 
     async def list(
