@@ -134,7 +134,10 @@ class Subscriber:
         self._pending: dict[str, OrderedDict[str, Outgoing]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._sent: dict[str, Counter] = {}
-        self._wake = asyncio.Event()
+        self._dirty = False
+        """An event was offered since the sender last looked."""
+        self._waiter: asyncio.Future[None] | None = None
+        """What the idle sender awaits; resolved by `offer` (cheaper than an `asyncio.Event`)."""
         self.closed_reason: str | None = None
         self._sending_since: float | None = None
         """When the send in progress started (monotonic), or None between sends."""
@@ -164,7 +167,8 @@ class Subscriber:
         pending[item.resource] = item  # an existing key keeps its place: fair across resources
         if len(pending) > self._max_pending:
             self.closed_reason = "slow consumer: too many pending events"
-        self._wake.set()
+        self._dirty = True
+        _resolve(self._waiter)
 
     def check_stalled(self, now: float) -> bool:
         """Disconnect this client if one message has waited longer than the send timeout.
@@ -194,9 +198,11 @@ class Subscriber:
             self._task = None
 
     async def _deliver(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             if self.closed_reason is not None:
                 raise SlowConsumer(self.closed_reason)
+            self._dirty = False  # what is offered from here on is seen by this pass or the next
             wait = None
             for topic, pending in list(self._pending.items()):
                 while pending:
@@ -209,12 +215,21 @@ class Subscriber:
                     await self._send(item)
                     self._sending_since = None
                     self._sent[topic].inc()
-            self._wake.clear()
-            if wait is None:
-                await self._wake.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+            if self._dirty:
+                continue  # offered while sending (perhaps to a topic already passed)
+            waiter = self._waiter = loop.create_future()
+            timer = None if wait is None else loop.call_later(wait, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class EventHub:

@@ -122,3 +122,34 @@ async def test_the_hub_watch_finds_stalled_clients():
     finally:
         watch.cancel()
         hub.remove(subscriber)
+
+
+async def test_an_event_offered_while_another_topic_is_sending_is_not_left_waiting():
+    """Offered to a topic the sender already passed, during a send of a later topic: sent
+    without waiting for some further event to wake the sender."""
+    sent: list[str] = []
+    agents_sending = asyncio.Event()
+    release = asyncio.Event()
+
+    async def send(item: Outgoing) -> None:
+        if item.topic == "agents":
+            agents_sending.set()
+            await release.wait()
+        sent.append(item.resource)
+
+    subscriber = _subscriber(send)
+    subscriber.subscribe(["agents"])
+    runner = asyncio.create_task(subscriber.run())
+    agent = _item("agents/agt_1", 1)
+    subscriber.offer(Outgoing("agents", agent.resource, agent.project, agent.event, agent.frame))
+    await asyncio.wait_for(agents_sending.wait(), 1)
+    subscriber.offer(_item("providers/prv_late", 1))  # "providers" comes first: already passed
+    release.set()
+    for _ in range(50):
+        if "providers/prv_late" in sent:
+            break
+        await asyncio.sleep(0.01)
+    assert sent == ["agents/agt_1", "providers/prv_late"]
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
