@@ -33,6 +33,7 @@ from libs.common.metrics import ConsumerRef, MetricsRefresher
 from libs.common.outbox import Outbox, OutboxRelay
 from libs.common.ratelimit import RateLimiter
 from libs.common.settings import CommonSettings
+from libs.common.tasks import cancel_and_wait
 from libs.common.telemetry import tracing_enabled
 
 __all__ = ["ServiceRuntime"]
@@ -243,13 +244,8 @@ class ServiceRuntime:
             )
         )
         if self._runner is not None:
-            self._runner.cancel()
-            try:
-                await self._runner
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a job that died is logged; shutdown carries on
-                _log.exception("background_job_failed")
+            # A job that died is logged; one stuck in its clean-up does not hold shutdown.
+            await cancel_and_wait([self._runner], timeout_s=5.0)
         if self._connections is not None:
             # close, not drain: everything worth keeping is in the outbox or unacked
             # (redelivered), and nats-py's drain races its own subscription tasks.

@@ -15,6 +15,7 @@ from libs.common.gctune import tune_gc_for_serving
 from libs.common.logging import get_logger, redactor
 from libs.common.messaging import close as close_nats
 from libs.common.messaging import connect, ensure_api_key_bucket, ensure_streams
+from libs.common.tasks import cancel_and_wait
 from libs.common.telemetry import grpc_client_interceptors, tracing_enabled
 from services.gateway.app import GatewayApp, create_app
 from services.gateway.clients import Backends
@@ -24,6 +25,8 @@ from services.gateway.settings import GatewaySettings
 __all__ = ["GatewayServer"]
 
 _log = get_logger(__name__)
+_JOB_STOP_S = 5.0
+"""How long shutdown waits for a cancelled background job, or for the gRPC channels to close."""
 
 
 class GatewayServer:
@@ -113,13 +116,11 @@ class GatewayServer:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await self._serving
-        for job in self._jobs:
-            job.cancel()
-        for job in self._jobs:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        await cancel_and_wait(self._jobs, timeout_s=_JOB_STOP_S)
         if self._backends is not None:
-            await self._backends.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_JOB_STOP_S):
+                    await self._backends.close()
         if self._nats is not None:
             await close_nats(self._nats)
         _log.info("gateway_stopped")
