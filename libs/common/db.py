@@ -22,11 +22,11 @@ __all__ = [
     "Executor",
     "FastQuery",
     "create_engine",
+    "driver_connection",
     "driver_of",
     "driver_transaction",
     "is_unavailable",
     "normalize_url",
-    "driver_connection",
 ]
 
 _DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]

@@ -20,7 +20,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.errors import Internal
@@ -58,8 +60,8 @@ class FastRuns:
         if scope["type"] != "http" or scope["path"] != _PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
-        token = _bearer(headers.get("authorization", ""))
+        headers = Headers(scope=scope)  # as the route reads them: the first of repeated ones
+        token = _bearer(headers.get("authorization"))
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if token is None or content_type != "application/json" or (self.cors and "origin" in headers):
             await self.app(scope, receive, send)
@@ -99,18 +101,9 @@ class FastRuns:
         await response(scope, receive, send)
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    """The request headers (lower-case names; the first of repeated ones, as Starlette reads them)."""
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
-
-
-def _bearer(authorization: str) -> str | None:
+def _bearer(authorization: str | None) -> str | None:
     """The key of `Bearer <key>`, read as FastAPI's HTTPBearer reads it; else None."""
-    scheme, _, key = authorization.partition(" ")
-    key = key.strip()
+    scheme, key = get_authorization_scheme_param(authorization)
     return key if scheme.lower() == "bearer" and key else None
 
 
