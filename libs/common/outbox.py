@@ -10,8 +10,10 @@ The relay has two paths:
 
 - **Fresh messages, from memory.** After its commit the writer hands the messages to
   `Outbox.committed()`; the relay of the same process publishes them in commit order,
-  batched, and deletes their rows with one statement once JetStream acknowledged them.
-  No row is read back, which is what keeps an event at a fraction of a millisecond.
+  batched (it lingers `linger_s`, 2 ms, so the request that committed answers first and
+  what commits meanwhile shares the batch), and deletes the rows JetStream acknowledged
+  in one statement every `delete_interval_s` (100 ms, far inside `claim_after_s`). No
+  row is read back, which is what keeps an event at a fraction of a millisecond.
 - **Stale rows, from the table.** Every `poll_interval_s` the relay claims rows older
   than `claim_after_s` with `FOR UPDATE SKIP LOCKED` (so several replicas never hold
   the same row), publishes and deletes them: rows of a process that crashed between
@@ -27,6 +29,7 @@ than by arrival (the gateway does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -55,7 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import ClauseElement
 
 from libs.common.clock import rfc3339, utcnow
-from libs.common.db import Executor, FastQuery, driver_of, driver_transaction
+from libs.common.db import Executor, FastQuery, driver_connection, driver_of, driver_transaction
 from libs.common.logging import get_logger
 from libs.common.messaging import EVENTS_SUBJECT_PREFIX
 from libs.common.metrics import OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
@@ -243,6 +246,8 @@ class OutboxRelay:
         claim_after_s: float = 2.0,
         batch_size: int = 256,
         publish_timeout_s: float = 5.0,
+        linger_s: float = 0.002,
+        delete_interval_s: float = 0.1,
         service: str = "",
     ) -> None:
         self._engine = engine
@@ -253,6 +258,10 @@ class OutboxRelay:
         self._claim_after = dt.timedelta(seconds=claim_after_s)
         self._batch_size = batch_size
         self._publish_timeout_s = publish_timeout_s
+        self._linger_s = linger_s
+        self._delete_interval_s = min(delete_interval_s, claim_after_s / 4)
+        self._published_ids: list[str] = []
+        self._delete_wake = asyncio.Event()
         self._degraded = False
         self._published = OUTBOX_PUBLISHED.labels(service)
         self._publish_failures = OUTBOX_PUBLISH_FAILURES.labels(service)
@@ -274,11 +283,15 @@ class OutboxRelay:
         async with asyncio.TaskGroup() as group:
             if self._outbox is not None:
                 group.create_task(self._relay_fresh(self._outbox))
+                group.create_task(self._delete_published())
             group.create_task(self._sweep())
 
     async def _relay_fresh(self, outbox: Outbox) -> None:
         while True:
             await outbox.wake.wait()
+            # Linger: the request that committed answers its caller first, and messages
+            # committed meanwhile share the batch (one publish flush, one delete).
+            await asyncio.sleep(self._linger_s)
             batch = outbox.take(self._batch_size)
             if not batch:
                 outbox.wake.clear()
@@ -289,8 +302,8 @@ class OutboxRelay:
                 acked = await self._publish(batch)
                 if acked:
                     self._published.inc(len(acked))
-                    async with self._engine.connect() as connection:
-                        await self._delete_ids.execute(connection, {"ids": [m.id for m in acked]})
+                    self._published_ids.extend(m.id for m in acked)
+                    self._delete_wake.set()
                 if len(acked) < len(batch):
                     raise ConnectionError(f"JetStream acknowledged {len(acked)} of {len(batch)} messages")
             except asyncio.CancelledError:
@@ -299,6 +312,34 @@ class OutboxRelay:
                 self._degraded = True
                 self._publish_failures.inc()
                 _log.warning("outbox_publish_failed", error=type(exc).__name__)
+
+    async def _delete_published(self) -> None:
+        """Delete the rows of published messages, batched every `delete_interval_s`.
+
+        Well within `claim_after_s`, so the sweep does not publish them again (and if it
+        did, JetStream would drop the duplicate). Rows left at a crash are swept the same way.
+        """
+        try:
+            while True:
+                await self._delete_wake.wait()
+                await asyncio.sleep(self._delete_interval_s)
+                self._delete_wake.clear()
+                await self._delete_now()
+        finally:  # stopping: what was published goes now, not to a later sweep
+            if self._published_ids:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    async with asyncio.timeout(1.0):
+                        await self._delete_now()
+
+    async def _delete_now(self) -> None:
+        ids, self._published_ids = self._published_ids, []
+        try:
+            async with driver_connection(self._engine) as connection:
+                await self._delete_ids.execute(connection, {"ids": ids})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the sweep publishes them again (a duplicate JetStream drops)
+            _log.warning("outbox_delete_failed", error=type(exc).__name__, rows=len(ids))
 
     async def _sweep(self) -> None:
         failures = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import uuid
 
 import grpc
@@ -214,3 +215,48 @@ async def test_two_relays_claim_disjoint_rows(fresh_database_url, nats_server, j
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_fresh_messages_go_out_from_memory_and_their_rows_are_deleted(
+    fresh_database_url, nats_server, js
+):
+    """The memory path: published once each, rows deleted in batches long before any sweep."""
+    engine = create_async_engine(fresh_database_url)
+    outbox = Outbox(outbox_table, source="//tests")
+    # A sweep would only take rows older than a minute: whatever is deleted, the memory path did.
+    relay = OutboxRelay(
+        engine=engine, table=outbox_table, js=js, outbox=outbox, claim_after_s=60, delete_interval_s=0.05
+    )
+    running = asyncio.create_task(relay.run())
+    sent: list[str] = []
+    try:
+        for wave in range(5):
+            messages = [
+                outbox.event(
+                    collection="providers",
+                    resource="provider",
+                    verb="created",
+                    resource_id=f"prv_mem{wave}x{i}",
+                    project="default",
+                    actor="tests",
+                    data={"wave": wave},
+                )
+                for i in range(wave * 7 + 1)  # 1, 8, 15, ... messages per commit
+            ]
+            async with engine.begin() as conn:
+                await outbox.add(conn, *messages)
+            outbox.committed(*messages)
+            sent += [m.id for m in messages]
+            await asyncio.sleep(0.01 * wave)
+
+        async def deleted() -> None:
+            assert await _backlog(fresh_database_url) == 0
+
+        await eventually(deleted, timeout=10, interval=0.05)
+        events = [e for e in await read_events(js) if e["subject"].startswith("providers/prv_mem")]
+        assert sorted(e["id"] for e in events) == sorted(sent)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await engine.dispose()
