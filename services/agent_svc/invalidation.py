@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -34,11 +35,17 @@ class CacheInvalidator:
     """Evicts credentials and built agents when the events say they changed."""
 
     def __init__(
-        self, *, js: JetStreamContext, registry: Registry[RunKey, BuiltAgent], providers: ProviderClient
+        self,
+        *,
+        js: JetStreamContext,
+        registry: Registry[RunKey, BuiltAgent],
+        providers: ProviderClient,
+        forget_head: Callable[[str, str], None] = lambda collection, resource_id: None,
     ) -> None:
         self._js = js
         self._registry = registry
         self._providers = providers
+        self._forget_head = forget_head
         self.evictions = 0
 
     def apply(self, subject: str, event: dict[str, object]) -> None:
@@ -55,8 +62,10 @@ class CacheInvalidator:
             self._providers.evict(resource_id)
             self.evictions += self._registry.evict(lambda key: key.provider_id == resource_id)
         elif collection == "agents" and verb in ("updated", "deleted"):
+            self._forget_head(collection, resource_id)
             self.evictions += self._registry.evict(lambda key: key.agent_id == resource_id)
         elif collection == "tasks" and verb in ("updated", "deleted"):
+            self._forget_head(collection, resource_id)
             self.evictions += self._registry.evict(lambda key: key.task_id == resource_id)
 
     async def _on_message(self, message: Msg) -> None:

@@ -674,9 +674,29 @@ def run_values(run: Run) -> dict[str, object]:
     }
 
 
+_RUN_PARAMS = {c.name: bindparam(c.name, type_=c.type) for c in runs.c}
+
+
+def _head_is(table: Table, id_param: str, head_param: str) -> ColumnElement[bool]:
+    """The live resource's current version is the one the run was prepared with."""
+    current = select(table.c.version).where(
+        table.c.id == _RUN_PARAMS[id_param], table.c.deleted_time.is_(None)
+    )
+    return current.scalar_subquery() == bindparam(head_param, type_=Integer)
+
+
+# A run is stored only if the agent's and task's current versions are still the ones it
+# was prepared with (they may come from a cache): nothing changed between preparing and
+# storing, atomically. No row back means a request_id conflict or a changed head.
 _RUN_INSERT = (
     pg_insert(runs)
-    .values({c.name: bindparam(c.name, type_=c.type) for c in runs.c})
+    .from_select(
+        [c.name for c in runs.c],
+        # Typed parameters ($1::VARCHAR ...): the asyncpg dialect renders the casts.
+        select(*(_RUN_PARAMS[c.name] for c in runs.c)).where(
+            _head_is(agents, "agent_id", "agent_head"), _head_is(tasks, "task_id", "task_head")
+        ),
+    )
     .on_conflict_do_nothing()
     .returning(runs.c.id)
 )
@@ -766,10 +786,21 @@ class RunRepository:
         *,
         request_id: str | None,
         request_hash: str | None,
+        heads: tuple[int, int],
         messages: Sequence[OutboxMessage],
     ) -> bool:
-        """Insert with its messages; False when a run with the same request_id exists."""
-        values = {**run_values(run), "request_id": request_id, "request_hash": request_hash}
+        """Insert with its messages, if the agent and task are live at `heads`.
+
+        False when they are not (another version is current, or one was deleted), or when
+        a run with the same request_id exists.
+        """
+        values = {
+            **run_values(run),
+            "request_id": request_id,
+            "request_hash": request_hash,
+            "agent_head": heads[0],
+            "task_head": heads[1],
+        }
         return await self._insert.execute(conn, values, messages)
 
     async def find_by_request_id(

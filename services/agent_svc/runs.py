@@ -138,6 +138,7 @@ class _Outcome:
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
+_T = TypeVar("_T")
 
 
 class _Versions(Generic[_K, _V]):
@@ -157,6 +158,17 @@ class _Versions(Generic[_K, _V]):
         self._items[key] = value
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
+
+    def discard(self, key: _K) -> None:
+        self._items.pop(key, None)
+
+
+Heads = tuple[int, int]
+"""The current versions of a run's agent and task when it was prepared."""
+
+
+class _HeadsMoved(Exception):
+    """The agent or task changed (or went) between preparing a run and storing it."""
 
 
 def _scrub(message: str, limit: int = 500) -> str:
@@ -350,6 +362,8 @@ class RunService:
         self._encode = encode
         self._agent_versions: _Versions[tuple[str, int], Agent] = _Versions()
         self._task_versions: _Versions[tuple[str, int], Task] = _Versions()
+        # Which version is current, as last seen: a hint, checked by the run's insert.
+        self._heads: _Versions[tuple[str, str], int] = _Versions()
         self._background: set[asyncio.Task[Run]] = set()
 
     def attach_engine(self, run_engine: RunEngine) -> None:
@@ -362,6 +376,10 @@ class RunService:
         return len(self._background)
 
     # --- versions -----------------------------------------------------------------
+
+    def forget_head(self, collection: str, resource_id: str) -> None:
+        """An agent or task changed or went (here, or on another replica: the events)."""
+        self._heads.discard((collection, resource_id))
 
     async def agent_version(self, agent_id: str, version: int) -> Agent:
         """An agent at a version (0: current); NOT_FOUND when there is none."""
@@ -389,12 +407,33 @@ class RunService:
         self._task_versions.put((task.id, task.version), task)
         return task
 
-    async def _pinned(self, request: RunRequest) -> tuple[Agent, Task]:
-        """The agent and task versions a new run uses: one round trip when both are cached.
+    def _pinned_cached(self, request: RunRequest) -> tuple[Agent, Task, Heads] | None:
+        agent_head = self._heads.get(("agents", request.agent_id))
+        task_head = self._heads.get(("tasks", request.task_id))
+        if agent_head is None or task_head is None:
+            return None
+        agent_v, task_v = request.agent_version or agent_head, request.task_version or task_head
+        if agent_v > agent_head or task_v > task_head:
+            return None  # perhaps newer than the hint: the database says
+        agent = self._agent_versions.get((request.agent_id, agent_v))
+        task = self._task_versions.get((request.task_id, task_v))
+        if agent is None or task is None:
+            return None
+        return agent, task, (agent_head, task_head)
 
-        Versions are immutable, so they are cached; which one is current is always asked
-        of the database, so a run right after an update, on any replica, uses the update.
+    async def _pinned(self, request: RunRequest, *, fresh: bool) -> tuple[Agent, Task, Heads]:
+        """The agent and task versions a new run uses, and the current versions they came with.
+
+        Versions are immutable, so they are cached. Which one is current comes from a hint
+        (kept from the last look-up, dropped on the agents' and tasks' change events) or,
+        `fresh` or without one, from the database in one round trip. The run's insert
+        stores it only if those are still the current versions, so a run right after an
+        update, on any replica, uses the update; when the hint was stale, it starts over.
         """
+        if not fresh:
+            cached = self._pinned_cached(request)
+            if cached is not None:
+                return cached
         async with driver_connection(self._engine) as conn:
             agent_head, task_head = await current_versions(conn, request.agent_id, request.task_id)
             agent_v = request.agent_version or agent_head or 0
@@ -423,7 +462,9 @@ class RunService:
                 if task is None:
                     raise NotFound(f"task '{request.task_id}' not found")
                 self._task_versions.put((task.id, task.version), task)
-        return agent, task
+        self._heads.put(("agents", request.agent_id), agent_head)
+        self._heads.put(("tasks", request.task_id), task_head)
+        return agent, task, (agent_head, task_head)
 
     # --- helpers ------------------------------------------------------------------
 
@@ -442,7 +483,9 @@ class RunService:
             data=data,
         )
 
-    async def _prepare(self, principal: Principal, request: RunRequest) -> tuple[Agent, Task, str]:
+    async def _prepare(
+        self, principal: Principal, request: RunRequest, *, fresh: bool
+    ) -> tuple[Agent, Task, str, Heads]:
         if not request.agent_id:
             raise InvalidArgument.for_field("input.agent_id", "required")
         if not request.task_id:
@@ -456,7 +499,7 @@ class RunService:
             )
         if len(request.prompt) > PROMPT_MAX_CHARS:
             raise InvalidArgument.for_field("input.prompt", f"must be at most {PROMPT_MAX_CHARS} characters")
-        agent, task = await self._pinned(request)
+        agent, task, heads = await self._pinned(request, fresh=fresh)
         if not principal.can_see(agent.project):
             raise NotFound(f"agent '{request.agent_id}' not found")
         if not principal.can_see(task.project):
@@ -476,7 +519,22 @@ class RunService:
             prompt = render_prompt(task.prompt_template, request.variables)
         else:
             raise InvalidArgument.for_field("input.prompt", "required: the task has no prompt_template")
-        return agent, task, prompt
+        return agent, task, prompt, heads
+
+    async def _stored_new(
+        self,
+        principal: Principal,
+        request: RunRequest,
+        store: Callable[[Agent, Task, str, Heads], Awaitable[_T]],
+    ) -> _T:
+        """`store` a new run with the versions current at its insert (again if they moved)."""
+        for fresh in (False, True, True):
+            agent, task, prompt, heads = await self._prepare(principal, request, fresh=fresh)
+            try:
+                return await store(agent, task, prompt, heads)
+            except _HeadsMoved:
+                continue
+        raise Unavailable("the agent or task kept changing while the run was being stored; try again")
 
     def _new_run(self, agent: Agent, task: Task, request: RunRequest, status: RunStatus) -> Run:
         now = utcnow()
@@ -495,9 +553,19 @@ class RunService:
         )
 
     async def _insert(
-        self, run: Run, *, actor: str, request_id: str, fingerprint: str, job: OutboxMessage | None = None
+        self,
+        run: Run,
+        heads: Heads,
+        *,
+        actor: str,
+        request_id: str,
+        fingerprint: str,
+        job: OutboxMessage | None = None,
     ) -> Run:
-        """Store a new run and its event; for a repeated request_id, the earlier run."""
+        """Store a new run and its event; for a repeated request_id, the earlier run.
+
+        `_HeadsMoved` when the agent's or task's current version is no longer `heads`.
+        """
         if len(request_id) > 128:
             raise InvalidArgument.for_field("request_id", "must be at most 128 characters")
         messages = (self._event(run, actor), *([job] if job else []))
@@ -518,13 +586,20 @@ class RunService:
                 run,
                 request_id=request_id or None,
                 request_hash=fingerprint if request_id else None,
+                heads=heads,
                 messages=messages,
             ):
-                # A concurrent request with the same request_id won the insert.
-                earlier = await self._runs.find_by_request_id(
-                    conn, project=run.project, request_id=request_id
+                # A concurrent request with the same request_id won the insert, or the
+                # agent or task moved on since the run was prepared.
+                earlier = (
+                    await self._runs.find_by_request_id(conn, project=run.project, request_id=request_id)
+                    if request_id
+                    else None
                 )
-                assert earlier is not None
+                if earlier is None:
+                    self.forget_head("agents", run.agent_id)
+                    self.forget_head("tasks", run.task_id)
+                    raise _HeadsMoved
                 return earlier[0]
         self._outbox.committed(*messages)
         return run
@@ -609,44 +684,53 @@ class RunService:
 
     async def create(self, principal: Principal, request: RunRequest, *, request_id: str) -> Run:
         """Run and wait for the answer."""
-        agent, task, prompt = await self._prepare(principal, request)
-        run = self._new_run(agent, task, request, RunStatus.RUNNING)
-        insert = self._insert(
-            run, actor=principal.key_id, request_id=request_id, fingerprint=_request_fingerprint(request)
-        )
-        if not request_id:
-            # Nothing to deduplicate: store the run while the model is already being asked.
-            # The `running` event still commits (and is published) before the outcome's.
-            return await asyncio.shield(
-                self._shielded(self._finish(run, prompt, principal.key_id, stored=insert))
+
+        async def store(agent: Agent, task: Task, prompt: str, heads: Heads) -> tuple[Run, str]:
+            run = self._new_run(agent, task, request, RunStatus.RUNNING)
+            insert = self._insert(
+                run, heads, actor=principal.key_id, request_id=request_id, fingerprint=request_hash
             )
-        run = await insert
+            if request_id:
+                return await insert, prompt
+            # Nothing to deduplicate: store the run while the model is already being asked
+            # (the answer is dropped if it cannot be stored). The `running` event still
+            # commits (and is published) before the outcome's.
+            finish = self._finish(run, prompt, principal.key_id, stored=insert)
+            return await asyncio.shield(self._shielded(finish)), prompt
+
+        request_hash = _request_fingerprint(request)
+        run, prompt = await self._stored_new(principal, request, store)
         if run.status is not RunStatus.RUNNING or run.end_time is not None:
-            return run  # an earlier request with this request_id
+            return run  # finished here, or an earlier request with this request_id
         return await asyncio.shield(self._shielded(self._finish(run, prompt, principal.key_id)))
 
     async def start(self, principal: Principal, request: RunRequest, *, request_id: str) -> Run:
         """Queue a run; a RunWorker executes it."""
-        agent, task, _prompt = await self._prepare(principal, request)
-        run = self._new_run(agent, task, request, RunStatus.QUEUED)
-        job = Outbox.job(subject=RUN_JOB_SUBJECT, body={"run_id": run.id, "actor": principal.key_id})
-        return await self._insert(
-            run,
-            actor=principal.key_id,
-            request_id=request_id,
-            fingerprint=_request_fingerprint(request),
-            job=job,
-        )
+
+        async def store(agent: Agent, task: Task, _prompt: str, heads: Heads) -> Run:
+            run = self._new_run(agent, task, request, RunStatus.QUEUED)
+            job = Outbox.job(subject=RUN_JOB_SUBJECT, body={"run_id": run.id, "actor": principal.key_id})
+            return await self._insert(
+                run,
+                heads,
+                actor=principal.key_id,
+                request_id=request_id,
+                fingerprint=_request_fingerprint(request),
+                job=job,
+            )
+
+        return await self._stored_new(principal, request, store)
 
     async def stream(self, principal: Principal, request: RunRequest) -> AsyncIterator[JsonObject | Run]:
         """Run, yielding partial outputs as they arrive, then the finished run."""
-        agent, task, prompt = await self._prepare(principal, request)
-        run = await self._insert(
-            self._new_run(agent, task, request, RunStatus.RUNNING),
-            actor=principal.key_id,
-            request_id="",
-            fingerprint="",
-        )
+
+        async def store(agent: Agent, task: Task, prompt: str, heads: Heads) -> tuple[Run, str]:
+            new = self._new_run(agent, task, request, RunStatus.RUNNING)
+            return await self._insert(
+                new, heads, actor=principal.key_id, request_id="", fingerprint=""
+            ), prompt
+
+        run, prompt = await self._stored_new(principal, request, store)
         queue: asyncio.Queue[JsonObject] = asyncio.Queue(maxsize=64)
 
         async def sink(partial: JsonObject) -> None:

@@ -114,20 +114,6 @@ class AgentServer:
         self.providers = providers
         agents_repo, tasks_repo = AgentRepository(), TaskRepository()
         runs_repo = RunRepository(runtime.outbox)
-        agent_service = AgentService(
-            engine=runtime.engine,
-            repository=agents_repo,
-            outbox=runtime.outbox,
-            providers=providers,
-            encode=agent_json,
-        )
-        task_service = TaskService(
-            engine=runtime.engine,
-            repository=tasks_repo,
-            outbox=runtime.outbox,
-            compiler=self.compiler,
-            encode=task_json,
-        )
         run_service = RunService(
             engine=runtime.engine,
             runs=runs_repo,
@@ -136,6 +122,22 @@ class AgentServer:
             outbox=runtime.outbox,
             run_engine=None,
             encode=run_json,
+        )
+        agent_service = AgentService(
+            engine=runtime.engine,
+            repository=agents_repo,
+            outbox=runtime.outbox,
+            providers=providers,
+            encode=agent_json,
+            forget_head=run_service.forget_head,
+        )
+        task_service = TaskService(
+            engine=runtime.engine,
+            repository=tasks_repo,
+            outbox=runtime.outbox,
+            compiler=self.compiler,
+            encode=task_json,
+            forget_head=run_service.forget_head,
         )
         http = HttpClients(
             modern=guarded_client(self.egress, timeout_s=settings.http_timeout_s, max_connections=512),
@@ -153,7 +155,9 @@ class AgentServer:
         self.runs, self.engine = run_service, engine
         track_registry(engine.registry)
         track_runs(run_service)
-        self.invalidator = CacheInvalidator(js=runtime.js, registry=engine.registry, providers=providers)
+        self.invalidator = CacheInvalidator(
+            js=runtime.js, registry=engine.registry, providers=providers, forget_head=run_service.forget_head
+        )
         server = runtime.grpc.server
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agent_service), server)
         task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(task_service), server)

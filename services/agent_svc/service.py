@@ -164,12 +164,14 @@ class AgentService:
         outbox: Outbox,
         providers: ProviderClient,
         encode: Callable[[Agent], JsonObject],
+        forget_head: Callable[[str, str], None] = lambda collection, resource_id: None,
     ) -> None:
         self._engine = engine
         self._repo = repository
         self._outbox = outbox
         self._providers = providers
         self._encode = encode
+        self._forget_head = forget_head
 
     def _event(self, agent: Agent, verb: str, actor: str) -> OutboxMessage:
         return self._outbox.event(
@@ -330,6 +332,7 @@ class AgentService:
             await self._repo.add_version(conn, updated)
             staged = await self._outbox.add(conn, self._event(updated, "updated", principal.key_id))
         self._outbox.committed(*staged)
+        self._forget_head("agents", updated.id)
         return updated
 
     async def delete(self, principal: Principal, agent_id: str, *, etag: str) -> Agent:
@@ -340,6 +343,7 @@ class AgentService:
             await self._repo.mark_deleted(conn, current.id, when=utcnow())
             staged = await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
         self._outbox.committed(*staged)
+        self._forget_head("agents", current.id)
         return current
 
     async def list_page(
@@ -512,12 +516,14 @@ class TaskService:
         outbox: Outbox,
         compiler: SchemaCompiler,
         encode: Callable[[Task], JsonObject],
+        forget_head: Callable[[str, str], None] = lambda collection, resource_id: None,
     ) -> None:
         self._engine = engine
         self._repo = repository
         self._outbox = outbox
         self._compiler = compiler
         self._encode = encode
+        self._forget_head = forget_head
 
     def _event(self, task: Task, verb: str, actor: str) -> OutboxMessage:
         return self._outbox.event(
@@ -673,6 +679,7 @@ class TaskService:
             await self._repo.add_version(conn, updated)
             staged = await self._outbox.add(conn, self._event(updated, "updated", principal.key_id))
         self._outbox.committed(*staged)
+        self._forget_head("tasks", updated.id)
         return updated
 
     async def delete(self, principal: Principal, task_id: str, *, etag: str) -> Task:
@@ -683,6 +690,7 @@ class TaskService:
             await self._repo.mark_deleted(conn, current.id, when=utcnow())
             staged = await self._outbox.add(conn, self._event(current, "deleted", principal.key_id))
         self._outbox.committed(*staged)
+        self._forget_head("tasks", current.id)
         return current
 
     async def list_page(

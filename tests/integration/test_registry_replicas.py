@@ -123,3 +123,111 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
     finally:
         await channel.close(None)
         await replica.stop()
+
+
+async def test_a_run_uses_the_current_versions_even_when_its_replica_has_not_heard_yet(
+    stack, keys, database_url, nats_server
+):
+    """Which version is current is a hint on each replica; the run's insert checks it."""
+    md = auth(keys.admin)
+    replica = AgentServer(
+        agent_settings(
+            database_url=database_url,
+            nats_url=nats_server.url,
+            service_key=keys.service,
+            provider_address=f"127.0.0.1:{stack.provider.runtime.port}",
+            internal_address=f"127.0.0.1:{stack.provider.runtime.internal_port}",
+        )
+    )
+    await replica.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{replica.runtime.port}")
+    try:
+        other_runs = run_pb2_grpc.RunServiceStub(channel)
+        tag = uuid.uuid4().hex[:6]
+        provider = (
+            await stack.providers.CreateProvider(
+                provider_pb2.CreateProviderRequest(
+                    provider=provider_pb2.Provider(name=f"h-{tag}", type="test")
+                ),
+                metadata=md,
+            )
+        ).provider
+        agent = (
+            await stack.agents.CreateAgent(
+                agent_pb2.CreateAgentRequest(
+                    agent=agent_pb2.Agent(name=f"h-{tag}", provider_id=provider.id, model="test")
+                ),
+                metadata=md,
+            )
+        ).agent
+        schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        task = (
+            await stack.tasks.CreateTask(
+                task_pb2.CreateTaskRequest(
+                    task=task_pb2.Task(name=f"h-{tag}", prompt_template="go", response_schema=struct(schema))
+                ),
+                metadata=md,
+            )
+        ).task
+        run_input = run_pb2.RunInput(agent_id=agent.id, task_id=task.id)
+        reply = await other_runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)
+        assert (reply.run.status, reply.run.task_version) == ("succeeded", 1)
+        assert replica.runs is not None
+        hints = replica.runs._heads
+
+        async def stale(collection: str, resource_id: str, version: int) -> None:
+            """The change event evicts the hint; put the old one back, as if it had not arrived."""
+
+            async def forgotten() -> None:
+                assert hints.get((collection, resource_id)) is None
+
+            await eventually(forgotten, timeout=5)
+            hints.put((collection, resource_id), version)
+
+        # Task version 2 is made through the other replica; this one still believes in 1.
+        await stack.tasks.UpdateTask(
+            task_pb2.UpdateTaskRequest(
+                task=task_pb2.Task(id=task.id, prompt_template="go on"),
+                update_mask=field_mask_pb2.FieldMask(paths=["prompt_template"]),
+            ),
+            metadata=md,
+        )
+        await stale("tasks", task.id, 1)
+        reply = await other_runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)
+        assert (reply.run.status, reply.run.task_version) == ("succeeded", 2)
+        assert hints.get(("tasks", task.id)) == 2  # learned again from the database
+
+        # The same for a started and a streamed run, and for an agent update.
+        await stack.agents.UpdateAgent(
+            agent_pb2.UpdateAgentRequest(
+                agent=agent_pb2.Agent(id=agent.id, system_prompt="changed"),
+                update_mask=field_mask_pb2.FieldMask(paths=["system_prompt"]),
+            ),
+            metadata=md,
+        )
+        await stale("agents", agent.id, 1)
+        started = await other_runs.StartRun(run_pb2.StartRunRequest(input=run_input), metadata=md)
+        assert (started.run.agent_version, started.run.task_version) == (2, 2)
+        hints.put(("agents", agent.id), 1)
+        streamed = [
+            message
+            async for message in other_runs.StreamRun(run_pb2.StreamRunRequest(input=run_input), metadata=md)
+        ]
+        final = streamed[-1].run
+        assert (final.status, final.agent_version) == ("succeeded", 2)
+
+        # A task deleted elsewhere: NOT_FOUND, whatever the hint says, and no run stored.
+        runs_before = await stack.runs.ListRuns(run_pb2.ListRunsRequest(task_id=task.id), metadata=md)
+        deleted = await stack.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=md)
+        await stack.tasks.DeleteTask(
+            task_pb2.DeleteTaskRequest(id=task.id, etag=deleted.task.etag), metadata=md
+        )
+        await stale("tasks", task.id, 2)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await other_runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        runs_after = await stack.runs.ListRuns(run_pb2.ListRunsRequest(task_id=task.id), metadata=md)
+        assert len(runs_after.runs) == len(runs_before.runs)
+    finally:
+        await channel.close(None)
+        await replica.stop()
