@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentmgr.v1 import provider_pb2 as P
 from libs.common.embedded import free_port
-from libs.common.outbox import Outbox, OutboxRelay
+from libs.common.outbox import Outbox, OutboxMessage, OutboxRelay
 from services.provider_svc.repository import outbox as outbox_table
 from tests.support.events import read_events
 from tests.support.eventually import eventually
@@ -31,6 +31,22 @@ async def _backlog(database_url: str) -> int:
             return int((await conn.execute(select(func.count()).select_from(outbox_table))).scalar_one())
     finally:
         await engine.dispose()
+
+
+def _created(outbox: Outbox, provider_ids: list[str]) -> list[OutboxMessage]:
+    """`providers.created` events for these ids (only their subjects matter)."""
+    return [
+        outbox.event(
+            collection="providers",
+            resource="provider",
+            verb="created",
+            resource_id=provider_id,
+            project="default",
+            actor="tests",
+            data={},
+        )
+        for provider_id in provider_ids
+    ]
 
 
 async def _created_events(js) -> dict[str, list[dict[str, object]]]:
@@ -153,18 +169,7 @@ async def test_republished_rows_are_dropped_as_duplicates(fresh_database_url, na
     """A relay that crashed after publishing but before deleting publishes again: no duplicate."""
     engine = create_async_engine(fresh_database_url)
     outbox = Outbox(outbox_table, source="//tests")
-    messages = [
-        outbox.event(
-            collection="providers",
-            resource="provider",
-            verb="created",
-            resource_id=f"prv_dup{i}",
-            project="default",
-            actor="tests",
-            data={"i": i},
-        )
-        for i in range(20)
-    ]
+    messages = _created(outbox, [f"prv_dup{i}" for i in range(20)])
     try:
         async with engine.begin() as conn:
             await outbox.add(conn, *messages)
@@ -183,18 +188,7 @@ async def test_two_relays_claim_disjoint_rows(fresh_database_url, nats_server, j
     """Several replicas relay at once; SKIP LOCKED means no row goes out twice from them."""
     engines = [create_async_engine(fresh_database_url) for _ in range(2)]
     outbox = Outbox(outbox_table, source="//tests")
-    messages = [
-        outbox.event(
-            collection="providers",
-            resource="provider",
-            verb="created",
-            resource_id=f"prv_two{i}",
-            project="default",
-            actor="tests",
-            data={},
-        )
-        for i in range(400)
-    ]
+    messages = _created(outbox, [f"prv_two{i}" for i in range(400)])
     try:
         async with engines[0].begin() as conn:
             await outbox.add(conn, *messages)
@@ -231,18 +225,8 @@ async def test_fresh_messages_go_out_from_memory_and_their_rows_are_deleted(
     sent: list[str] = []
     try:
         for wave in range(5):
-            messages = [
-                outbox.event(
-                    collection="providers",
-                    resource="provider",
-                    verb="created",
-                    resource_id=f"prv_mem{wave}x{i}",
-                    project="default",
-                    actor="tests",
-                    data={"wave": wave},
-                )
-                for i in range(wave * 7 + 1)  # 1, 8, 15, ... messages per commit
-            ]
+            # 1, 8, 15, ... messages per commit
+            messages = _created(outbox, [f"prv_mem{wave}x{i}" for i in range(wave * 7 + 1)])
             async with engine.begin() as conn:
                 await outbox.add(conn, *messages)
             outbox.committed(*messages)

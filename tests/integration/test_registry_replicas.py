@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import grpc
@@ -24,10 +25,9 @@ def struct(value) -> struct_pb2.Struct:
     return s
 
 
-async def test_changes_made_through_one_replica_evict_on_the_other(
-    stack, keys, database_url, nats_server, llm_stub
-):
-    md = auth(keys.admin)
+@contextlib.asynccontextmanager
+async def _second_replica(stack, keys, database_url, nats_server):
+    """Another agent_svc on the same database and NATS, and a channel to it."""
     replica = AgentServer(
         agent_settings(
             database_url=database_url,
@@ -40,6 +40,17 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
     await replica.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{replica.runtime.port}")
     try:
+        yield replica, channel
+    finally:
+        await channel.close(None)
+        await replica.stop()
+
+
+async def test_changes_made_through_one_replica_evict_on_the_other(
+    stack, keys, database_url, nats_server, llm_stub
+):
+    md = auth(keys.admin)
+    async with _second_replica(stack, keys, database_url, nats_server) as (replica, channel):
         other_runs = run_pb2_grpc.RunServiceStub(channel)
         llm_stub.script("replicated", [{"ok": True}])
         provider = (
@@ -120,9 +131,6 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
         await eventually(credential_evicted, timeout=5)
         reply = await other_runs.CreateRun(run_pb2.CreateRunRequest(input=run_input), metadata=md)
         assert reply.run.error.code == "PROVIDER_AUTH_FAILED"  # the new (wrong) key is used at once
-    finally:
-        await channel.close(None)
-        await replica.stop()
 
 
 async def test_a_run_uses_the_current_versions_even_when_its_replica_has_not_heard_yet(
@@ -130,18 +138,7 @@ async def test_a_run_uses_the_current_versions_even_when_its_replica_has_not_hea
 ):
     """Which version is current is a hint on each replica; the run's insert checks it."""
     md = auth(keys.admin)
-    replica = AgentServer(
-        agent_settings(
-            database_url=database_url,
-            nats_url=nats_server.url,
-            service_key=keys.service,
-            provider_address=f"127.0.0.1:{stack.provider.runtime.port}",
-            internal_address=f"127.0.0.1:{stack.provider.runtime.internal_port}",
-        )
-    )
-    await replica.start("127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{replica.runtime.port}")
-    try:
+    async with _second_replica(stack, keys, database_url, nats_server) as (replica, channel):
         other_runs = run_pb2_grpc.RunServiceStub(channel)
         tag = uuid.uuid4().hex[:6]
         provider = (
@@ -228,6 +225,3 @@ async def test_a_run_uses_the_current_versions_even_when_its_replica_has_not_hea
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
         runs_after = await stack.runs.ListRuns(run_pb2.ListRunsRequest(task_id=task.id), metadata=md)
         assert len(runs_after.runs) == len(runs_before.runs)
-    finally:
-        await channel.close(None)
-        await replica.stop()
