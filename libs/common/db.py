@@ -48,8 +48,6 @@ def create_engine(url: str, *, pool_size: int, application_name: str) -> AsyncEn
         max_overflow=pool_size,
         pool_timeout=5,
         pool_recycle=1800,
-        # The most recently used connection first: a warm PostgreSQL backend; idle ones age out.
-        pool_use_lifo=True,
         connect_args={
             "server_settings": {"application_name": application_name},
             "command_timeout": 30,
