@@ -597,9 +597,7 @@ class RunService:
                     else None
                 )
                 if earlier is None:
-                    self.forget_head("agents", run.agent_id)
-                    self.forget_head("tasks", run.task_id)
-                    raise _HeadsMoved
+                    raise _HeadsMoved  # the next attempt reads the current versions afresh
                 return earlier[0]
         self._outbox.committed(*messages)
         return run
