@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
+from libs.common.activity import Activity
 from libs.common.auth import Access, KeyStore, Principal
 from libs.common.db import is_unavailable
 from libs.common.errors import (
@@ -119,8 +120,11 @@ class CallInterceptor(_Interceptor):
         default_timeout_s: float,
         method_timeouts: Mapping[str, float] | None = None,
         tracing: bool = False,
+        activity: Activity | None = None,
     ) -> None:
         self._keys = keys
+        # Unary calls in progress (what the outbox relay waits to see end before publishing).
+        self._activity = activity or Activity()
         self._policy = policy
         self._limiter = limiter
         self._default_timeout_s = default_timeout_s
@@ -190,6 +194,7 @@ class CallInterceptor(_Interceptor):
         async def unary(request: object, context: Context) -> object:
             started = time.perf_counter()
             code = "OK"
+            activity.enter()
             try:
                 self._admit(method, access, context)
                 self._check_text(request)
@@ -205,9 +210,11 @@ class CallInterceptor(_Interceptor):
                 await context.abort_with_status(to_grpc_status(error))  # type: ignore[attr-defined]
                 raise AssertionError("unreachable: abort raises") from exc
             finally:
+                activity.leave()
                 RPC_TOTAL.labels(method, code).inc()
                 RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
 
+        activity = self._activity
         return unary
 
     def _wrap_stream(self, method: str, access: Access | None, behavior: Behavior) -> Behavior:

@@ -10,10 +10,12 @@ The relay has two paths:
 
 - **Fresh messages, from memory.** After its commit the writer hands the messages to
   `Outbox.committed()`; the relay of the same process publishes them in commit order,
-  batched (it lingers `linger_s`, 2 ms, so the request that committed answers first and
-  what commits meanwhile shares the batch), and deletes the rows JetStream acknowledged
-  in one statement every `delete_interval_s` (100 ms, far inside `claim_after_s`). No
-  row is read back, which is what keeps an event at a fraction of a millisecond.
+  batched, and deletes the rows JetStream acknowledged in one statement every
+  `delete_interval_s` (100 ms, far inside `claim_after_s`). No row is read back, which
+  is what keeps an event at a fraction of a millisecond. It publishes at the first lull
+  in the process's calls (`Activity`): the call that committed answers its caller
+  first and publishing costs no caller any time, on a busy process after `linger_s`
+  (20 ms) at the latest, with what committed meanwhile in the same batch.
 - **Stale rows, from the table.** Every `poll_interval_s` the relay claims rows older
   than `claim_after_s` with `FOR UPDATE SKIP LOCKED` (so several replicas never hold
   the same row), publishes and deletes them: rows of a process that crashed between
@@ -57,6 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import ClauseElement
 
+from libs.common.activity import Activity
 from libs.common.clock import rfc3339, utcnow
 from libs.common.db import Executor, FastQuery, driver_connection, driver_of, driver_transaction
 from libs.common.logging import get_logger
@@ -246,8 +249,9 @@ class OutboxRelay:
         claim_after_s: float = 2.0,
         batch_size: int = 256,
         publish_timeout_s: float = 5.0,
-        linger_s: float = 0.002,
+        linger_s: float = 0.02,
         delete_interval_s: float = 0.1,
+        activity: Activity | None = None,
         service: str = "",
     ) -> None:
         self._engine = engine
@@ -259,6 +263,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._publish_timeout_s = publish_timeout_s
         self._linger_s = linger_s
+        self._activity = activity or Activity()
         self._delete_interval_s = min(delete_interval_s, claim_after_s / 4)
         self._published_ids: list[str] = []
         self._delete_wake = asyncio.Event()
@@ -289,9 +294,9 @@ class OutboxRelay:
     async def _relay_fresh(self, outbox: Outbox) -> None:
         while True:
             await outbox.wake.wait()
-            # Linger: the request that committed answers its caller first, and messages
-            # committed meanwhile share the batch (one publish flush, one delete).
-            await asyncio.sleep(self._linger_s)
+            # Publish once the calls being served (the one that committed among them) have
+            # answered; messages committed meanwhile share the batch (one flush, one delete).
+            await self._activity.lull(self._linger_s)
             batch = outbox.take(self._batch_size)
             if not batch:
                 outbox.wake.clear()

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.common.activity import Activity
 from libs.common.auth import Access, KeyStore, ensure_bootstrap_admin_key, ensure_service_key
 from libs.common.db import create_engine
 from libs.common.gctune import tune_gc_for_serving
@@ -70,6 +71,7 @@ class ServiceRuntime:
         self._outbox_table = outbox_table
         self.keys = KeyStore()
         self.outbox = Outbox(outbox_table, source=f"//agentmgr/{name}")
+        self.activity = Activity()
         limiter = (
             RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst)
             if settings.rate_limit_rps > 0
@@ -82,6 +84,7 @@ class ServiceRuntime:
             default_timeout_s=settings.grpc_default_timeout_s,
             method_timeouts=method_timeouts,
             tracing=tracing_enabled(),
+            activity=self.activity,
         )
         self.grpc = GrpcServer(
             interceptor=interceptor,
@@ -157,6 +160,7 @@ class ServiceRuntime:
             outbox=self.outbox,
             poll_interval_s=settings.outbox_poll_interval_s,
             claim_after_s=settings.outbox_claim_after_s,
+            activity=self.activity,
             service=self.name,
         )
         if settings.outbox_relay_enabled:
