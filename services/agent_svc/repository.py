@@ -25,6 +25,9 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    exists,
+    literal_column,
+    or_,
     select,
     text,
     tuple_,
@@ -677,24 +680,40 @@ def run_values(run: Run) -> dict[str, object]:
 _RUN_PARAMS = {c.name: bindparam(c.name, type_=c.type) for c in runs.c}
 
 
-def _head_is(table: Table, id_param: str, head_param: str) -> ColumnElement[bool]:
-    """The live resource's current version is the one the run was prepared with."""
-    current = select(table.c.version).where(
-        table.c.id == _RUN_PARAMS[id_param], table.c.deleted_time.is_(None)
+def _current_at(
+    table: Table, versions: Table, key: str, id_param: str, head_param: str
+) -> ColumnElement[bool]:
+    """Version `head_param` was the resource's current one, live, at the run's create_time.
+
+    Changes stamped after the run began do not count: a run pins what was current when
+    it started, also when it is stored only once it has ended (`RunService.create`).
+    """
+    at = _RUN_PARAMS["create_time"]
+    head = bindparam(head_param, type_=Integer)
+    live = exists().where(
+        table.c.id == _RUN_PARAMS[id_param],
+        table.c.version >= head,
+        or_(table.c.deleted_time.is_(None), table.c.deleted_time > at),
     )
-    return current.scalar_subquery() == bindparam(head_param, type_=Integer)
+    superseded = exists().where(
+        versions.c[key] == _RUN_PARAMS[id_param],
+        versions.c.version == head + literal_column("1"),
+        versions.c.update_time <= at,
+    )
+    return and_(live, ~superseded)
 
 
-# A run is stored only if the agent's and task's current versions are still the ones it
-# was prepared with (they may come from a cache): nothing changed between preparing and
-# storing, atomically. No row back means a request_id conflict or a changed head.
+# A run is stored only if the agent's and task's current versions at its start were the
+# ones it was prepared with (they may come from a cache), atomically. No row back means a
+# request_id conflict or a hint that was stale when the run began.
 _RUN_INSERT = (
     pg_insert(runs)
     .from_select(
         [c.name for c in runs.c],
         # Typed parameters ($1::VARCHAR ...): the asyncpg dialect renders the casts.
         select(*(_RUN_PARAMS[c.name] for c in runs.c)).where(
-            _head_is(agents, "agent_id", "agent_head"), _head_is(tasks, "task_id", "task_head")
+            _current_at(agents, agent_versions, "agent_id", "agent_id", "agent_head"),
+            _current_at(tasks, task_versions, "task_id", "task_id", "task_head"),
         ),
     )
     .on_conflict_do_nothing()

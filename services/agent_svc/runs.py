@@ -89,6 +89,8 @@ RUN_JOB_SUBJECT = f"{JOBS_SUBJECT_PREFIX}.runs.execute"
 _log = get_logger(__name__)
 _PARTIAL_INTERVAL_S = 0.05
 _EVENT_OUTPUT_MAX_BYTES = 256 * 1024
+RECORD_RUNNING_AFTER_S = 0.1
+"""A `CreateRun` still executing after this long is recorded as `running` (see `create`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,8 +354,10 @@ class RunService:
         outbox: Outbox,
         run_engine: RunEngine | None,
         encode: Callable[[Run], JsonObject],
+        record_running_after_s: float = RECORD_RUNNING_AFTER_S,
     ) -> None:
         self._engine = engine
+        self._record_running_after_s = record_running_after_s
         self._runs = runs
         self._agents = agents
         self._tasks = tasks
@@ -561,14 +565,21 @@ class RunService:
         request_id: str,
         fingerprint: str,
         job: OutboxMessage | None = None,
+        passed: tuple[Run, ...] = (),
     ) -> Run:
         """Store a new run and its event; for a repeated request_id, the earlier run.
 
-        `_HeadsMoved` when the agent's or task's current version is no longer `heads`.
+        `passed`: states the run went through before this one, unstored; their events
+        go first. `_HeadsMoved` when the agent's or task's current version is no longer
+        `heads`.
         """
         if len(request_id) > 128:
             raise InvalidArgument.for_field("request_id", "must be at most 128 characters")
-        messages = (self._event(run, actor), *([job] if job else []))
+        messages = (
+            *(self._event(state, actor) for state in passed),
+            self._event(run, actor),
+            *([job] if job else []),
+        )
         async with driver_connection(self._engine) as conn:
             if request_id:
                 earlier = await self._runs.find_by_request_id(
@@ -631,23 +642,33 @@ class RunService:
         actor: str,
         on_partial: PartialSink | None = None,
         *,
-        stored: Awaitable[Run] | None = None,
+        unstored: Callable[[], Awaitable[Run]] | None = None,
+        heads: Heads = (0, 0),
     ) -> Run:
-        """Execute and store the outcome; with `stored`, the run's insert overlaps the model call."""
+        """Execute and store the outcome.
+
+        With `unstored` (which stores `run`), the run is not stored yet: if the execution
+        ends within `record_running_after_s`, the ended run is stored once, with the event
+        of its `running` state first; otherwise `unstored` records it as running (while
+        the model is still being asked) and the outcome is saved as usual.
+        """
         assert self._run_engine is not None
         started = time.perf_counter()
         key = RunKey(
             run.agent_id, run.agent_version, run.task_id, run.task_version, await self._provider_of(run)
         )
-        if stored is None:
+        if unstored is None:
             outcome = await self._run_engine.execute(key, prompt, on_partial=on_partial)
         else:
             execution = asyncio.ensure_future(self._run_engine.execute(key, prompt, on_partial=on_partial))
-            try:
-                await stored
-            except BaseException:
-                execution.cancel()  # the run could not be stored: no answer without a record
-                raise
+            done, _ = await asyncio.wait((execution,), timeout=self._record_running_after_s)
+            if not done:
+                try:
+                    await unstored()
+                except BaseException:
+                    execution.cancel()  # the run could not be stored: no answer without a record
+                    raise
+                unstored = None
             outcome = await execution
         finished = replace(
             run,
@@ -659,6 +680,12 @@ class RunService:
             latency_ms=int((time.perf_counter() - started) * 1000),
             end_time=utcnow(),
         )
+        if unstored is not None:
+            # Ended before it was recorded: one insert, both states' events, the same
+            # check of the current versions (`_HeadsMoved`: the caller runs it again).
+            await self._insert(finished, heads, actor=actor, request_id="", fingerprint="", passed=(run,))
+            observe_finished_run(finished)
+            return finished
         if not await self._save(finished, actor):
             return await self._stored_or(finished)
         return finished
@@ -685,18 +712,23 @@ class RunService:
 
         async def store(agent: Agent, task: Task, prompt: str, heads: Heads) -> tuple[Run, str]:
             run = self._new_run(agent, task, request, RunStatus.RUNNING)
-            insert = self._insert(
-                run, heads, actor=principal.key_id, request_id=request_id, fingerprint=request_hash
-            )
             if request_id:
-                return await insert, prompt
-            # Nothing to deduplicate: store the run while the model is already being asked
-            # (the answer is dropped if it cannot be stored). The `running` event still
-            # commits (and is published) before the outcome's.
-            finish = self._finish(run, prompt, principal.key_id, stored=insert)
+                fingerprint = _request_fingerprint(request)
+                return await self._insert(
+                    run, heads, actor=principal.key_id, request_id=request_id, fingerprint=fingerprint
+                ), prompt
+
+            # Nothing to deduplicate: the model is asked at once. A run that answers within
+            # `record_running_after_s` is stored once, ended (one statement instead of two);
+            # a longer one is recorded as running meanwhile, so it can be seen while it
+            # runs. Either way its `running` event comes before the outcome's, and a run
+            # that cannot be stored gives no answer.
+            def unstored() -> Awaitable[Run]:
+                return self._insert(run, heads, actor=principal.key_id, request_id="", fingerprint="")
+
+            finish = self._finish(run, prompt, principal.key_id, unstored=unstored, heads=heads)
             return await asyncio.shield(self._shielded(finish)), prompt
 
-        request_hash = _request_fingerprint(request)
         run, prompt = await self._stored_new(principal, request, store)
         if run.status is not RunStatus.RUNNING or run.end_time is not None:
             return run  # finished here, or an earlier request with this request_id

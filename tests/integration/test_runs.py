@@ -286,6 +286,74 @@ async def test_version_pinning(world):
     assert pinned.run.task_version == 1 and pinned.run.status == "succeeded"
 
 
+async def _run_states(js, run_id: str) -> list[str]:
+    events = await read_events(js, subject="agentmgr.events.runs.>")
+    return [e["type"].rsplit(".", 1)[1] for e in events if e["subject"] == f"runs/{run_id}"]
+
+
+async def test_a_quick_run_is_stored_once_ended_with_both_states(world, js):
+    """A CreateRun that answers within RECORD_RUNNING_AFTER_S is stored once, ended; its
+    `running` event still comes before the outcome's."""
+    world.stub.script("quick", [VALID])
+    agent, task = await world.agent("quick"), await world.task()
+    run = await world.run(agent, task)
+    assert run.status == "succeeded", run.error
+
+    async def both() -> None:
+        assert await _run_states(js, run.id) == ["running", "succeeded"]
+
+    await eventually(both)
+    stored = await world.stack.runs.GetRun(run_pb2.GetRunRequest(id=run.id), metadata=world.md)
+    assert stored.run == run
+
+
+async def test_a_slow_run_can_be_seen_running(world, js):
+    """A CreateRun still waiting for the model after RECORD_RUNNING_AFTER_S is recorded as
+    running: listed and readable while it runs."""
+    world.stub.script("seen", [Slow(1.5, VALID)])
+    agent, task = await world.agent("seen"), await world.task()
+    waiting = asyncio.ensure_future(world.run(agent, task))
+
+    async def listed_running() -> str:
+        reply = await world.stack.runs.ListRuns(
+            run_pb2.ListRunsRequest(agent_id=agent.id, status="running"), metadata=world.md
+        )
+        assert len(reply.runs) == 1, reply
+        return reply.runs[0].id
+
+    run_id = await eventually(listed_running, timeout=1.2, interval=0.02)
+    run = await waiting
+    assert run.id == run_id and run.status == "succeeded", run
+    assert await _run_states(js, run.id) == ["running", "succeeded"]
+
+
+async def test_a_change_while_a_quick_run_is_unrecorded_keeps_its_versions(world):
+    """A run pins what was current when it began, also when it is stored only at its end:
+    a task update during it changes nothing for it, and the model is asked once."""
+    world.stub.script("during", [Slow(0.06, VALID)])
+    agent, task = await world.agent("during"), await world.task()
+    asked = len(world.stub.chats)
+    running = asyncio.ensure_future(world.run(agent, task))
+
+    async def asked_now() -> None:
+        assert len(world.stub.chats) > asked
+
+    await eventually(asked_now, timeout=5, interval=0.002)
+    updated = await world.stack.tasks.UpdateTask(
+        task_pb2.UpdateTaskRequest(
+            task=task_pb2.Task(id=task.id, instructions="Answer briefly."),
+            update_mask=field_mask_pb2.FieldMask(paths=["instructions"]),
+        ),
+        metadata=world.md,
+    )
+    assert updated.task.version == 2
+    run = await running
+    assert run.status == "succeeded" and run.task_version == 1, run
+    assert len(world.stub.chats) == asked + 1
+    world.stub.script("during", [VALID])
+    assert (await world.run(agent, task)).task_version == 2
+
+
 async def test_credential_change_reaches_the_registry(world):
     world.stub.script("rotate", [VALID])
     provider = await world.stack.providers.CreateProvider(
