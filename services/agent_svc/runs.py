@@ -661,14 +661,14 @@ class RunService:
             outcome = await self._run_engine.execute(key, prompt, on_partial=on_partial)
         else:
             execution = asyncio.ensure_future(self._run_engine.execute(key, prompt, on_partial=on_partial))
-            done, _ = await asyncio.wait((execution,), timeout=self._record_running_after_s)
-            if not done:
-                try:
+            try:
+                done, _ = await asyncio.wait((execution,), timeout=self._record_running_after_s)
+                if not done:
                     await unstored()
-                except BaseException:
-                    execution.cancel()  # the run could not be stored: no answer without a record
-                    raise
-                unstored = None
+                    unstored = None
+            except BaseException:
+                execution.cancel()  # the run could not be stored: no answer without a record
+                raise
             outcome = await execution
         finished = replace(
             run,
