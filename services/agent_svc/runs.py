@@ -431,8 +431,9 @@ class RunService:
         Versions are immutable, so they are cached. Which one is current comes from a hint
         (kept from the last look-up, dropped on the agents' and tasks' change events) or,
         `fresh` or without one, from the database in one round trip. The run's insert
-        stores it only if those are still the current versions, so a run right after an
-        update, on any replica, uses the update; when the hint was stale, it starts over.
+        stores it only if those were the current versions when the run began, so a run
+        right after an update, on any replica, uses the update; when the hint was stale,
+        it starts over.
         """
         if not fresh:
             cached = self._pinned_cached(request)
@@ -531,7 +532,7 @@ class RunService:
         request: RunRequest,
         store: Callable[[Agent, Task, str, Heads], Awaitable[_T]],
     ) -> _T:
-        """`store` a new run with the versions current at its insert (again if they moved)."""
+        """`store` a new run with the versions current at its start (again if a hint was stale)."""
         for fresh in (False, True, True):
             agent, task, prompt, heads = await self._prepare(principal, request, fresh=fresh)
             try:
@@ -570,8 +571,8 @@ class RunService:
         """Store a new run and its event; for a repeated request_id, the earlier run.
 
         `passed`: states the run went through before this one, unstored; their events
-        go first. `_HeadsMoved` when the agent's or task's current version is no longer
-        `heads`.
+        go first. `_HeadsMoved` when `heads` were not the agent's and task's current
+        versions at the run's create_time (a stale hint).
         """
         if len(request_id) > 128:
             raise InvalidArgument.for_field("request_id", "must be at most 128 characters")
@@ -642,15 +643,15 @@ class RunService:
         actor: str,
         on_partial: PartialSink | None = None,
         *,
-        unstored: Callable[[], Awaitable[Run]] | None = None,
-        heads: Heads = (0, 0),
+        unstored: Callable[[Run, tuple[Run, ...]], Awaitable[Run]] | None = None,
     ) -> Run:
         """Execute and store the outcome.
 
-        With `unstored` (which stores `run`), the run is not stored yet: if the execution
-        ends within `record_running_after_s`, the ended run is stored once, with the event
-        of its `running` state first; otherwise `unstored` records it as running (while
-        the model is still being asked) and the outcome is saved as usual.
+        With `unstored` (which inserts a state of the run, after the events of the states
+        it passed), the run is not stored yet: if the execution ends within
+        `record_running_after_s`, the ended run is inserted once, with the event of its
+        `running` state first; otherwise `run` is recorded as running (while the model is
+        still being asked) and the outcome is saved as usual.
         """
         assert self._run_engine is not None
         started = time.perf_counter()
@@ -664,7 +665,7 @@ class RunService:
             try:
                 done, _ = await asyncio.wait((execution,), timeout=self._record_running_after_s)
                 if not done:
-                    await unstored()
+                    await unstored(run, ())
                     unstored = None
             except BaseException:
                 execution.cancel()  # the run could not be stored: no answer without a record
@@ -683,7 +684,7 @@ class RunService:
         if unstored is not None:
             # Ended before it was recorded: one insert, both states' events, the same
             # check of the current versions (`_HeadsMoved`: the caller runs it again).
-            await self._insert(finished, heads, actor=actor, request_id="", fingerprint="", passed=(run,))
+            await unstored(finished, (run,))
             observe_finished_run(finished)
             return finished
         if not await self._save(finished, actor):
@@ -723,10 +724,12 @@ class RunService:
             # a longer one is recorded as running meanwhile, so it can be seen while it
             # runs. Either way its `running` event comes before the outcome's, and a run
             # that cannot be stored gives no answer.
-            def unstored() -> Awaitable[Run]:
-                return self._insert(run, heads, actor=principal.key_id, request_id="", fingerprint="")
+            def unstored(state: Run, passed: tuple[Run, ...]) -> Awaitable[Run]:
+                return self._insert(
+                    state, heads, actor=principal.key_id, request_id="", fingerprint="", passed=passed
+                )
 
-            finish = self._finish(run, prompt, principal.key_id, unstored=unstored, heads=heads)
+            finish = self._finish(run, prompt, principal.key_id, unstored=unstored)
             return await asyncio.shield(self._shielded(finish)), prompt
 
         run, prompt = await self._stored_new(principal, request, store)

@@ -6,11 +6,12 @@ import asyncio
 import collections
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentmgr.v1 import provider_pb2 as P
 from libs.common.activity import Activity
@@ -213,26 +214,40 @@ async def test_two_relays_claim_disjoint_rows(fresh_database_url, nats_server, j
             await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def _memory_relay(database_url: str, js, **options) -> AsyncIterator[tuple[AsyncEngine, Outbox]]:
+    """A running relay with a memory path; a sweep would only take rows older than a minute,
+    so whatever it publishes and deletes, the memory path did."""
+    await ensure_streams(js, replicas=1)
+    engine = create_async_engine(database_url)
+    outbox = Outbox(outbox_table, source="//tests")
+    relay = OutboxRelay(engine=engine, table=outbox_table, js=js, outbox=outbox, claim_after_s=60, **options)
+    running = asyncio.create_task(relay.run())
+    try:
+        yield engine, outbox
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await engine.dispose()
+
+
+async def _commit(engine: AsyncEngine, outbox: Outbox, messages: list[OutboxMessage]) -> None:
+    async with engine.begin() as conn:
+        await outbox.add(conn, *messages)
+    outbox.committed(*messages)
+
+
 async def test_fresh_messages_go_out_from_memory_and_their_rows_are_deleted(
     fresh_database_url, nats_server, js
 ):
     """The memory path: published once each, rows deleted in batches long before any sweep."""
-    await ensure_streams(js, replicas=1)
-    engine = create_async_engine(fresh_database_url)
-    outbox = Outbox(outbox_table, source="//tests")
-    # A sweep would only take rows older than a minute: whatever is deleted, the memory path did.
-    relay = OutboxRelay(
-        engine=engine, table=outbox_table, js=js, outbox=outbox, claim_after_s=60, delete_interval_s=0.05
-    )
-    running = asyncio.create_task(relay.run())
     sent: list[str] = []
-    try:
+    async with _memory_relay(fresh_database_url, js, delete_interval_s=0.05) as (engine, outbox):
         for wave in range(5):
             # 1, 8, 15, ... messages per commit
             messages = _created(outbox, [f"prv_mem{wave}x{i}" for i in range(wave * 7 + 1)])
-            async with engine.begin() as conn:
-                await outbox.add(conn, *messages)
-            outbox.committed(*messages)
+            await _commit(engine, outbox, messages)
             sent += [m.id for m in messages]
             await asyncio.sleep(0.01 * wave)
 
@@ -242,58 +257,28 @@ async def test_fresh_messages_go_out_from_memory_and_their_rows_are_deleted(
         await eventually(deleted, timeout=10, interval=0.05)
         events = [e for e in await read_events(js) if e["subject"].startswith("providers/prv_mem")]
         assert sorted(e["id"] for e in events) == sorted(sent)
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await engine.dispose()
 
 
 async def test_fresh_messages_wait_for_a_lull_in_calls_but_no_longer_than_the_linger(
     fresh_database_url, nats_server, js
 ):
     """The relay publishes when the calls in progress have answered, or after `linger_s`."""
-    await ensure_streams(js, replicas=1)
-    engine = create_async_engine(fresh_database_url)
-    outbox = Outbox(outbox_table, source="//tests")
     activity = Activity()
-    relay = OutboxRelay(
-        engine=engine,
-        table=outbox_table,
-        js=js,
-        outbox=outbox,
-        claim_after_s=60,
-        linger_s=2.0,
-        activity=activity,
-    )
-    running = asyncio.create_task(relay.run())
-
-    async def commit(provider_id: str) -> None:
-        messages = _created(outbox, [provider_id])
-        async with engine.begin() as conn:
-            await outbox.add(conn, *messages)
-        outbox.committed(*messages)
 
     async def published(provider_id: str) -> bool:
         return bool((await _created_events(js)).get(f"providers/{provider_id}"))
 
-    try:
+    async def out(provider_id: str) -> None:
+        assert await published(provider_id)
+
+    async with _memory_relay(fresh_database_url, js, linger_s=2.0, activity=activity) as (engine, outbox):
         activity.enter()  # a call in progress commits
-        await commit("prv_lull1")
+        await _commit(engine, outbox, _created(outbox, ["prv_lull1"]))
         await asyncio.sleep(0.3)
         assert not await published("prv_lull1")
         activity.leave()  # it answered: published at once
-
-        async def out(provider_id: str) -> None:
-            assert await published(provider_id)
-
         await eventually(lambda: out("prv_lull1"), timeout=1.0, interval=0.02)
         activity.enter()  # a call that never ends: the linger bounds the wait
-        await commit("prv_lull2")
+        await _commit(engine, outbox, _created(outbox, ["prv_lull2"]))
         await eventually(lambda: out("prv_lull2"), timeout=6, interval=0.05)
         activity.leave()
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await engine.dispose()
