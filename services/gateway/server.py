@@ -58,7 +58,7 @@ class GatewayServer:
         generated = await ensure_bootstrap_admin_key(bucket, bootstrap)
         if generated is not None:
             print(f"agentmgr bootstrap admin key (shown once): {generated}", file=sys.stdout, flush=True)
-        hub = EventHub(js=js, keys=self.keys)
+        hub = EventHub(js=js, keys=self.keys, unfollow_after_s=settings.ws_unfollow_after_s)
         self.hub = hub
         self._jobs = [
             asyncio.create_task(self.keys.run(bucket), name="api-key-watch"),
@@ -79,7 +79,6 @@ class GatewayServer:
             tracing=tracing_enabled(),
         )
         await asyncio.wait_for(self.keys.ready.wait(), timeout=30)
-        await asyncio.wait_for(hub.ready.wait(), timeout=30)
         sock = socket.socket(socket.AF_INET6 if ":" in (host or settings.http_bind_host) else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host or settings.http_bind_host, settings.http_port if port is None else port))

@@ -32,6 +32,9 @@ class GatewaySettings(CommonSettings):
     """WS_MAX_PENDING: resources waiting for one client and topic before it counts as too slow."""
     ws_send_timeout_s: float = Field(default=5.0, gt=0)
     """WS_SEND_TIMEOUT_S: a client that takes longer to accept one message is disconnected."""
+    ws_unfollow_after_s: float = Field(default=60.0, ge=0)
+    """WS_UNFOLLOW_AFTER_S: a replica stops following the event stream this long after its
+    last real-time client left (it follows again at the next subscription)."""
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """WS_MAX_FRAME_BYTES: largest frame a client may send."""
     ws_compression: bool = False

@@ -16,7 +16,15 @@ import socketio
 
 from libs.common.auth import KeyStore
 from libs.common.errors import DomainError
-from services.gateway.hub import DISCONNECTS, EventHub, Outgoing, SlowConsumer, Subscriber, parse_topics
+from services.gateway.hub import (
+    DISCONNECTS,
+    UNAVAILABLE,
+    EventHub,
+    Outgoing,
+    SlowConsumer,
+    Subscriber,
+    parse_topics,
+)
 from services.gateway.settings import GatewaySettings
 
 __all__ = ["SocketIOBridge"]
@@ -114,6 +122,8 @@ class SocketIOBridge:
         topics = parse_topics(data)
         if subscriber is None or isinstance(topics, str):
             return {"error": topics if isinstance(topics, str) else "not connected"}
+        if not await self._hub.follow():
+            return {"error": UNAVAILABLE}
         subscriber.subscribe(topics)
         return {"topics": sorted(subscriber.topics)}
 

@@ -5,7 +5,8 @@ The key comes as `?api_key=` (browsers cannot set headers on a WebSocket) or as 
 Client frames: `{"type": "subscribe" | "unsubscribe", "topics": [...]}` and
 `{"type": "ping"}`. Server frames: `{"type": "event", "topic", "event"}`,
 `subscribed`/`unsubscribed` acknowledgements, `pong`, and `{"type": "error", "message"}`.
-Close codes: 4001 key revoked, 4008 too slow to keep up, 1009 frame too large (uvicorn).
+Close codes: 4001 key revoked, 4008 too slow to keep up, 1009 frame too large (uvicorn),
+1013 events unavailable for now (NATS unreachable when the client subscribed).
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ from fastapi.responses import JSONResponse
 
 from libs.common.auth import KeyStore
 from libs.common.errors import DomainError
-from services.gateway.hub import DISCONNECTS, EventHub, Outgoing, SlowConsumer, Subscriber, parse_topics
+from services.gateway.hub import (
+    DISCONNECTS,
+    UNAVAILABLE,
+    EventHub,
+    Outgoing,
+    SlowConsumer,
+    Subscriber,
+    parse_topics,
+)
 from services.gateway.settings import GatewaySettings
 
-__all__ = ["CLOSE_REVOKED", "CLOSE_SLOW", "websocket_endpoint"]
+__all__ = ["CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_TRY_LATER", "websocket_endpoint"]
 
 CLOSE_REVOKED = 4001
 CLOSE_SLOW = 4008
+CLOSE_TRY_LATER = 1013
 
 
 def _key(websocket: WebSocket) -> str:
@@ -79,7 +89,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                     DISCONNECTS.labels("slow").inc()
                     await websocket.close(code=CLOSE_SLOW, reason="too slow to keep up")
                 return
-            await _handle(websocket, subscriber, receiver.result())
+            await _handle(websocket, hub, subscriber, receiver.result())
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (or the socket was closed under us)
     finally:
@@ -89,7 +99,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             await sender
 
 
-async def _handle(websocket: WebSocket, subscriber: Subscriber, text: str) -> None:
+async def _handle(websocket: WebSocket, hub: EventHub, subscriber: Subscriber, text: str) -> None:
     try:
         frame = json.loads(text)
     except ValueError:
@@ -112,6 +122,10 @@ async def _handle(websocket: WebSocket, subscriber: Subscriber, text: str) -> No
         await websocket.send_json({"type": "error", "message": topics})
         return
     if kind == "subscribe":
+        if not await hub.follow():  # the client reconnects later, as after any drop
+            await websocket.send_json({"type": "error", "message": UNAVAILABLE})
+            await websocket.close(code=CLOSE_TRY_LATER, reason="events unavailable")
+            return
         subscriber.subscribe(topics)
         await websocket.send_json({"type": "subscribed", "topics": sorted(subscriber.topics)})
     else:

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from libs.common.auth import Role, create_api_key, revoke_api_key
 from libs.common.messaging import ensure_api_key_bucket
 from tests.conftest import start_gateway
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -256,3 +257,40 @@ async def test_two_gateway_replicas_both_deliver_every_event(gateway, stack, nat
     finally:
         await second.http.aclose()
         await second.server.stop()
+
+
+async def test_a_replica_follows_the_event_stream_only_while_it_has_clients(stack, nats_server, keys):
+    """REST alone costs no event consumption; a subscription starts it (and everything
+    after the acknowledgement arrives); the last client leaving stops it again."""
+    lazy = await start_gateway(stack, nats_server.url, ws_unfollow_after_s=0.0)
+    hub = lazy.server.hub
+    assert hub is not None
+    admin = {"authorization": f"Bearer {keys.admin}"}
+
+    async def create() -> dict:
+        response = await lazy.http.post(
+            "/v1/providers", json={"name": _name("lazy"), "type": "test"}, headers=admin
+        )
+        assert response.status_code == 201
+        return response.json()
+
+    try:
+        await create()
+        assert not hub.following
+        for _ in range(2):  # following again after it stopped
+            async with websockets.connect(lazy.ws_url() + f"?api_key={keys.viewer}") as ws:
+                assert not hub.following, "connected but not subscribed yet"
+                assert (await subscribe(ws, "providers"))["type"] == "subscribed"
+                assert hub.following
+                created = await create()
+                subject = f"providers/{created['id']}"
+                frame = await recv_event(ws, lambda f, subject=subject: f["event"]["subject"] == subject)
+                assert frame["event"]["data"] == created
+
+            async def stopped() -> None:
+                assert not hub.following
+
+            await eventually(stopped, timeout=5)
+    finally:
+        await lazy.http.aclose()
+        await lazy.server.stop()
