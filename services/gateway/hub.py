@@ -252,7 +252,6 @@ class EventHub:
         self._idle_since = time.monotonic()
         """When the last client left (monotonic)."""
 
-    @property
     def following(self) -> bool:
         """Whether this replica follows the event stream now."""
         return self._subscription is not None

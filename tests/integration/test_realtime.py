@@ -276,19 +276,19 @@ async def test_a_replica_follows_the_event_stream_only_while_it_has_clients(stac
 
     try:
         await create()
-        assert not hub.following
+        assert not hub.following()
         for _ in range(2):  # following again after it stopped
             async with websockets.connect(lazy.ws_url() + f"?api_key={keys.viewer}") as ws:
-                assert not hub.following, "connected but not subscribed yet"
+                assert not hub.following(), "connected but not subscribed yet"
                 assert (await subscribe(ws, "providers"))["type"] == "subscribed"
-                assert hub.following
+                assert hub.following()
                 created = await create()
                 subject = f"providers/{created['id']}"
                 frame = await recv_event(ws, lambda f, subject=subject: f["event"]["subject"] == subject)
                 assert frame["event"]["data"] == created
 
             async def stopped() -> None:
-                assert not hub.following
+                assert not hub.following()
 
             await eventually(stopped, timeout=5)
     finally:

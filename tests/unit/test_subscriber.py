@@ -168,31 +168,34 @@ async def test_the_hub_follows_the_stream_once_and_reports_when_it_cannot():
         def __init__(self, fail: bool) -> None:
             self.fail = fail
             self.calls = 0
+            self.made: list[Subscription] = []
 
         async def subscribe(self, *args: object, **kwargs: object) -> Subscription:
             self.calls += 1
             await asyncio.sleep(0.01)
             if self.fail:
                 raise ConnectionError("nats: no servers available")
-            return Subscription()
+            self.made.append(Subscription())
+            return self.made[-1]
 
     down = JetStream(fail=True)
     hub = EventHub(js=down, keys=None)  # type: ignore[arg-type]
-    assert await hub.follow() is False and not hub.following
+    assert await hub.follow() is False and not hub.following()
     down.fail = False
     results = await asyncio.gather(*(hub.follow() for _ in range(5)))
-    assert results == [True] * 5 and hub.following and down.calls == 2
+    assert results == [True] * 5 and hub.following() and down.calls == 2
 
     # No client for longer than `unfollow_after_s`: the watch stops following.
-    idle = EventHub(js=JetStream(fail=False), keys=None, unfollow_after_s=0.0)  # type: ignore[arg-type]
+    up = JetStream(fail=False)
+    idle = EventHub(js=up, keys=None, unfollow_after_s=0.0)  # type: ignore[arg-type]
     assert await idle.follow()
-    subscription = idle._subscription
     watch = asyncio.create_task(idle._watch_clients())
     try:
         for _ in range(40):
-            if not idle.following:
+            if not idle.following():
                 break
             await asyncio.sleep(0.1)
-        assert not idle.following and isinstance(subscription, Subscription) and subscription.unsubscribed
+        assert not idle.following()
+        assert [s.unsubscribed for s in up.made] == [True]
     finally:
         watch.cancel()
