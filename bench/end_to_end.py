@@ -217,6 +217,7 @@ async def run(*, duration_s: float = 6.0) -> list[Result]:
                         base_url=stack.stub_url, api_key=STUB_KEY, http_client=model_http
                     ),
                 ),
+                name="bench",  # as agent_svc names its agents
                 output_type=compiled.output_type,
                 system_prompt="Classify.",
                 instructions="Answer with the schema.",

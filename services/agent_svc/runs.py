@@ -291,6 +291,9 @@ class RunEngine:
         model = build_model(credential, agent.model, schema=compiled, http=self._http)
         pai_agent: PydanticAgent[None, SchemaOutput] = PydanticAgent(
             model,
+            # Named: without a name pydantic-ai walks the caller's frames on every run to
+            # infer one from a variable holding the agent, and never finds one here.
+            name=agent.name,
             output_type=compiled.output_type,
             system_prompt=agent.system_prompt or (),
             instructions=task.instructions or None,

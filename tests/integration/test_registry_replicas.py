@@ -93,8 +93,11 @@ async def test_changes_made_through_one_replica_evict_on_the_other(
             assert reply.run.status == "succeeded", reply.run.error
         assert replica.engine is not None and stack.agent.engine is not None
         here, there = replica.engine.registry, stack.agent.engine.registry
-        assert here.peek(key) is not None
+        built = here.peek(key)
+        assert built is not None
         assert there.peek(key) is not None
+        # Named after the agent (for traces; and pydantic-ai infers no name per run).
+        assert built.agent.name == agent.name
 
         # Change the agent through replica A: replica B's built agent goes.
         await stack.agents.UpdateAgent(
