@@ -27,7 +27,7 @@ async def main() -> None:
         print(row)
 
     print("\n== runs end to end: in-process vs agent_svc vs gateway (same stub) ==")
-    end_to_end.report(await end_to_end.run())
+    end_to_end.report(*await end_to_end.run())
 
     print("\n== event fan-out over WebSocket ==")
     fan = await fanout.run()

@@ -36,6 +36,7 @@ from agentmgr.v1 import (
     task_pb2,
     task_pb2_grpc,
 )
+from bench import floor
 from bench.harness import ROOT, Result, System, http_session, interleaved, post_json
 from libs.common.embedded import free_port
 from services.agent_svc.schema_compiler import SchemaCompiler
@@ -190,7 +191,8 @@ async def start(*, gateway: bool = True) -> Stack:
         raise
 
 
-async def run(*, duration_s: float = 6.0) -> list[Result]:
+async def run(*, duration_s: float = 6.0) -> tuple[list[Result], list[str]]:
+    """The three loads side by side at each level; then the floor under agent_svc's share."""
     stack = await start()
     try:
         key = stack.system.admin_key
@@ -204,6 +206,7 @@ async def run(*, duration_s: float = 6.0) -> list[Result]:
         compiled = SchemaCompiler().compile(SCHEMA)
         limits = httpx2.Limits(max_connections=512, max_keepalive_connections=512)
         results: list[Result] = []
+        last_run: list[str] = []
         async with (
             grpc.aio.insecure_channel(stack.agent_address) as channel,
             httpx2.AsyncClient(limits=limits) as model_http,
@@ -232,6 +235,7 @@ async def run(*, duration_s: float = 6.0) -> list[Result]:
                 reply = await runs.CreateRun(request, metadata=md)
                 if reply.run.status != "succeeded":
                     raise RuntimeError(f"run failed: {reply.run.error}")
+                last_run[:] = [reply.run.id]
 
             async def post_run(_: int) -> None:
                 status, answer = await post_json(rest, "/v1/runs", body, key=key)
@@ -249,12 +253,15 @@ async def run(*, duration_s: float = 6.0) -> list[Result]:
                     duration_s=duration_s,
                     rounds=ROUNDS[concurrency],
                 )
-        return results
+        rows = await floor.run(
+            agent_address=stack.agent_address, database_url=stack.system.database_url, run_id=last_run[0]
+        )
+        return results, rows
     finally:
         stack.stop()
 
 
-def report(results: list[Result]) -> None:
+def report(results: list[Result], floor_rows: list[str]) -> None:
     for result in results:
         print(result.row())
     by = {(r.label.split()[0], r.concurrency): r for r in results}
@@ -275,3 +282,5 @@ def report(results: list[Result]) -> None:
         "targets: agent_svc adds p50 < 3 ms at c=1 and keeps >= 75% at c=64; "
         "gateway adds < 1.5 ms at c=1 and keeps >= 85% of agent_svc"
     )
+    print('the two waits every CreateRun has (docs/performance.md, "The floor"):')
+    print("\n".join(floor_rows))
