@@ -19,6 +19,7 @@ from libs.common.tasks import cancel_and_wait
 from libs.common.telemetry import grpc_client_interceptors, tracing_enabled
 from services.gateway.app import GatewayApp, create_app
 from services.gateway.clients import Backends
+from services.gateway.coalesce import CoalescingHttpProtocol
 from services.gateway.hub import EventHub
 from services.gateway.settings import GatewaySettings
 
@@ -85,6 +86,7 @@ class GatewayServer:
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self.app.asgi,
+            http=CoalescingHttpProtocol,  # a response's headers and body in one send
             lifespan="off",
             log_config=None,
             access_log=False,
