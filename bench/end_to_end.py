@@ -2,8 +2,8 @@
 
 All three call the same local OpenAI-compatible stub (its own process) through
 pydantic-ai's OpenAI chat model with the same compiled output type, so the differences
-are what agentmgr adds: for agent_svc, gRPC, auth, the registry, two transactions with
-their events, the outbox relay; for the gateway, one more hop (HTTP, JSON, auth).
+are what agentmgr adds: for agent_svc, gRPC, auth, the registry, the run's statement with
+its events, the outbox relay; for the gateway, one more hop (HTTP, JSON, auth).
 Targets (2 cores, everything on one machine): agent_svc adds p50 < 3 ms at c=1 and keeps
 >= 75% of in-process throughput at c=64; the gateway adds < 1.5 ms p50 at c=1 and keeps
 >= 85% of agent_svc's throughput.
