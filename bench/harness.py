@@ -118,11 +118,11 @@ async def interleaved(
 
 
 def http_session(base_url: str) -> aiohttp.ClientSession:
-    """The load generator's HTTP client: keep-alive, up to 512 connections.
+    """The load generator's typical HTTP client: aiohttp, keep-alive, up to 512 connections.
 
     aiohttp, not httpx: httpx spends about 2 ms of CPU per request here, aiohttp about
-    1 ms, which is what a gRPC client spends on a call. With both services' clients
-    costing the same, "REST minus gRPC" measures the gateway, not the client library.
+    1 ms. Even so, at c=1 aiohttp makes a request 0.6-1 ms slower than a minimal client,
+    so the gateway's own share is measured with `bench.lean_http` as well.
     """
     # Idle connections are dropped before the server's keep-alive (uvicorn: 5 s) closes
     # them, or a POST could go out on a connection being closed (not retried: not idempotent).

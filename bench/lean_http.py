@@ -4,7 +4,7 @@
 hop to agent_svc (the gateway calls it with the same grpc client the gRPC load uses), so
 the difference is the HTTP hop, the gateway's own work — and whatever the HTTP client
 library spends on a request of its own. At concurrency 1 that last part is large:
-aiohttp, a typical client, makes a request ~1 ms slower than this client on this VM
+aiohttp, a typical client, makes a request 0.6-1 ms slower than this client on this VM
 (docs/performance.md, "How the gateway is measured"). So `make bench` runs both: this
 client for the gateway's share, and aiohttp for what a typical client sees.
 
