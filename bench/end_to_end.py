@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,15 +250,16 @@ async def run(*, duration_s: float = 6.0) -> tuple[list[Result], list[str]]:
                     raise RuntimeError(f"run failed: {reply.run.error}")
                 last_run[:] = [reply.run.id]
 
-            async def post_run(_: int) -> None:
-                status, answer = await post_json(rest, "/v1/runs", body, key=key)
+            async def succeeded(reply: Awaitable[tuple[int, Any]]) -> None:
+                status, answer = await reply
                 if status != 201 or answer["status"] != "succeeded":
                     raise RuntimeError(f"run failed: {answer}")
 
+            async def post_run(_: int) -> None:
+                await succeeded(post_json(rest, "/v1/runs", body, key=key))
+
             async def post_run_lean(_: int) -> None:
-                status, answer = await lean.post_json("/v1/runs", body, key=key)
-                if status != 201 or answer["status"] != "succeeded":
-                    raise RuntimeError(f"run failed: {answer}")
+                await succeeded(lean.post_json("/v1/runs", body, key=key))
 
             for concurrency in LEVELS:
                 results += await interleaved(
