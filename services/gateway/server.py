@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 from nats.aio.client import Client as NatsClient
@@ -97,7 +98,7 @@ class GatewayServer:
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
             server_header=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _UvicornServer(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._serving.done():
@@ -138,3 +139,18 @@ class GatewayServer:
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({waiter, self._serving, *self._jobs}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn's server, leaving SIGTERM and SIGINT to the gateway (`wait_for_shutdown`).
+
+    uvicorn installs its own handlers while it serves and puts back the ones it found
+    when it stops: the default, which kills the process. A second SIGTERM during the
+    gateway's close (its jobs, channels and NATS, after uvicorn has stopped) then ended
+    the process with -15 instead of a clean exit. With the gateway's handlers in place
+    throughout, a repeated signal only asks again for the stop already under way.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

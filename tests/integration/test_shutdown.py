@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmgr.v1 import agent_pb2, provider_pb2, provider_pb2_grpc, run_pb2, run_pb2_grpc, task_pb2
 from libs.common.embedded import free_port
+from tests.conftest import start_gateway
 from tests.support.eventually import eventually
 from tests.support.grpc_helpers import auth
 from tests.support.llm_stub import Slow
@@ -264,3 +265,21 @@ async def test_gateway_drains_in_flight_requests(tmp_path, stack, nats_server, k
         watcher.cancel()
     not_ready = [t for t, s in readiness if s == 503]
     assert not_ready and not_ready[0] >= signalled, "readiness turned 503 after the signal"
+
+
+async def test_the_gateway_keeps_its_own_signal_handlers_while_it_serves_and_stops(stack, nats_server):
+    """uvicorn does not take SIGTERM over, so it cannot put back the default (fatal) one.
+
+    It used to: a SIGTERM arriving while the gateway closed its jobs and channels, after
+    uvicorn had stopped, killed the process (exit -15) instead of letting it finish.
+    """
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    handle = await start_gateway(stack, nats_server.url)
+    try:
+        response = await handle.http.get("/healthz")
+        assert response.status_code == 200
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    finally:
+        await handle.http.aclose()
+        await handle.server.stop()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
