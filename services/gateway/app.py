@@ -31,7 +31,8 @@ from services.gateway.schemas import Me
 from services.gateway.settings import GatewaySettings
 from services.gateway.socketio_app import SocketIOBridge
 from services.gateway.tracing import TracingMiddleware
-from services.gateway.websocket import websocket_endpoint
+from services.gateway.websocket import PATH as WS_PATH
+from services.gateway.websocket import DirectWebSocket, websocket_endpoint
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -304,7 +305,7 @@ def create_app(
         """Requests, latencies, real-time clients, events fanned out."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    api.add_api_websocket_route("/v1/ws", websocket_endpoint)
+    api.add_api_websocket_route(WS_PATH, websocket_endpoint)  # served by `DirectWebSocket`, below
     if settings.origins():
         api.add_middleware(
             CORSMiddleware,
@@ -317,7 +318,7 @@ def create_app(
     _clean_openapi(api)
     bridge = SocketIOBridge(keys=keys, hub=hub, settings=settings)
     fast_runs = FastRuns(bridge.asgi(api), api)
-    asgi: ASGIApp = Observe(BodyLimit(fast_runs, max_bytes=settings.max_body_bytes))
+    asgi: ASGIApp = DirectWebSocket(Observe(BodyLimit(fast_runs, max_bytes=settings.max_body_bytes)), api)
     return GatewayApp(
         api=api, asgi=TracingMiddleware(asgi) if tracing else asgi, socketio=bridge, fast_runs=fast_runs
     )

@@ -8,9 +8,10 @@ Here the writes made during one turn of the event loop are joined and sent toget
 the end of it — a response's headers and body, which uvicorn writes without yielding in
 between, leave in one `send`. Nothing waits longer than the rest of the current turn.
 
-Everything else (reading, flow control, closing, the WebSocket protocol after an
-upgrade, which takes over the same transport) goes to the real transport, after what is
-buffered was written, so the order of bytes on the wire never changes.
+Everything else (reading, flow control, closing) goes to the real transport, after what
+is buffered was written, so the order of bytes on the wire never changes. The WebSocket
+protocol that takes over a connection after an upgrade takes the real transport
+(`unwrap`): it writes each frame at once (services/gateway/ws_protocol.py).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class CoalescingTransport:
         """Drop what is buffered and close at once."""
         self._buffer.clear()
         self._transport.abort()
+
+    def unwrap(self) -> asyncio.Transport:
+        """Send what is buffered and return the real transport (for a protocol taking over)."""
+        self.flush()
+        return self._transport
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

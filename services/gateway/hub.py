@@ -19,8 +19,10 @@ bound. Clients see only events of the projects their key grants; a revoked key's
 connection is closed.
 
 Cost per delivered message is what bounds fan-out latency (1,000 clients: the last one
-gets an event after 1,000 sends), so the send path carries no per-message timer: the
-hub's once-a-second watch disconnects a client whose send has been waiting longer than
+gets an event after 1,000 sends). Each event is framed once for WebSocket clients, and a
+client that is idle and within its pace is written to at once from the NATS callback
+(`Subscriber` `write_frame`): one socket write, no task switch. The send path carries no
+per-message timer: the hub's once-a-second watch disconnects a client whose send has been waiting longer than
 `send_timeout_s` (so the limit is honoured within a second), and metric children are
 looked up once per topic, not per message.
 """
@@ -46,6 +48,7 @@ from libs.common.jsonvalue import JsonObject
 from libs.common.logging import get_logger
 from libs.common.messaging import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
 from libs.common.metrics import CONSUMER_PENDING, REFRESH_FAILURES
+from services.gateway.ws_protocol import FrameWriter, text_frame
 
 __all__ = ["TOPICS", "UNAVAILABLE", "EventHub", "Outgoing", "SlowConsumer", "Subscriber", "parse_topics"]
 
@@ -78,6 +81,21 @@ class Outgoing:
     event: JsonObject
     frame: str
     """`{"type": "event", "topic": …, "event": …}` serialized, for WebSocket clients."""
+    wire: bytes
+    """`frame` as a complete WebSocket text frame, written as is to every client that can take it."""
+
+    @classmethod
+    def of(cls, topic: str, event: JsonObject) -> Outgoing:
+        """Prepare `event` (of `topic`) for every client: serialized and framed once."""
+        frame = json.dumps({"type": "event", "topic": topic, "event": event}, separators=(",", ":"))
+        return cls(
+            topic=topic,
+            resource=str(event.get("subject", "")),
+            project=str(event.get("project", "")),
+            event=event,
+            frame=frame,
+            wire=text_frame(frame.encode()),
+        )
 
 
 class SlowConsumer(Exception):
@@ -114,6 +132,10 @@ class _Bucket:
             return 0.0
         return (1 - self.tokens) / self.rate
 
+    def refund(self) -> None:
+        """Give back the token just taken (the message was not sent after all)."""
+        self.tokens = min(self.rate, self.tokens + 1)
+
 
 class Subscriber:
     """One client's subscriptions, pending events and pacing."""
@@ -128,11 +150,19 @@ class Subscriber:
         rate: float,
         max_pending: int,
         send_timeout_s: float,
+        write_frame: FrameWriter | None = None,
     ) -> None:
+        """One client; `send` delivers one event the ordinary way.
+
+        `write_frame`, when given, writes an event's prepared frame (`Outgoing.wire`) at
+        once, from the hub's callback, if the connection can take it now
+        (services/gateway/ws_protocol.py).
+        """
         self.principal = principal
         self.api_key = api_key
         self.transport = transport
         self._send = send
+        self._write_frame = write_frame
         self._rate = rate
         self._max_pending = max_pending
         self._send_timeout_s = send_timeout_s
@@ -169,12 +199,32 @@ class Subscriber:
         """Queue an event for this client, replacing an older state of the same resource."""
         if item.topic not in self.topics or not self.principal.can_see(item.project):
             return
+        if self._write_frame is not None and self._write_at_once(item):
+            return
         pending = self._pending[item.topic]
         pending[item.resource] = item  # an existing key keeps its place: fair across resources
         if len(pending) > self._max_pending:
             self.closed_reason = "slow consumer: too many pending events"
         self._dirty = True
         _resolve(self._waiter)
+
+    def _write_at_once(self, item: Outgoing) -> bool:
+        """Write `item` now, if nothing is queued or being sent before it and the pace allows.
+
+        The common case (an idle client, well within its rate) then costs one socket write:
+        the sender task is not woken. Anything else is queued for the sender task.
+        """
+        if self._sending_since is not None or self.closed_reason is not None or any(self._pending.values()):
+            return False
+        bucket = self._buckets[item.topic]
+        if bucket.take():
+            return False
+        assert self._write_frame is not None
+        if not self._write_frame(item.wire):
+            bucket.refund()
+            return False
+        self._sent[item.topic].inc()
+        return True
 
     def check_stalled(self, now: float) -> bool:
         """Disconnect this client if one message has waited longer than the send timeout.
@@ -251,6 +301,8 @@ class EventHub:
         self._following = asyncio.Lock()
         self._idle_since = time.monotonic()
         """When the last client left (monotonic)."""
+        self._burst: dict[tuple[str, object], Outgoing] = {}
+        """Events received in this loop turn, by resource, the latest state kept (in arrival order)."""
 
     def following(self) -> bool:
         """Whether this replica follows the event stream now."""
@@ -305,7 +357,13 @@ class EventHub:
                     await subscription.unsubscribe()
 
     def publish(self, subject: str, data: bytes) -> None:
-        """Fan one event out (the NATS callback; also used by tests and benchmarks)."""
+        """Fan one event out, at the end of the loop turn (the NATS callback; also used by tests).
+
+        Events that arrive together — the `created` and `validated` of a `test` provider,
+        committed in one transaction and read from one socket read — reach clients as the
+        resource's latest state, once: the coalescing each client gets anyway when it is
+        paced, done before 1,000 clients are written to twice.
+        """
         parts = subject.split(".")
         if len(parts) != 4 or parts[2] not in TOPICS:
             return
@@ -320,15 +378,17 @@ class EventHub:
             return
         topic = parts[2]
         EVENTS_IN.labels(topic).inc()
-        item = Outgoing(
-            topic=topic,
-            resource=str(event.get("subject", "")),
-            project=str(event.get("project", "")),
-            event=event,
-            frame=json.dumps({"type": "event", "topic": topic, "event": event}, separators=(",", ":")),
-        )
-        for subscriber in self.subscribers:
-            subscriber.offer(item)
+        item = Outgoing.of(topic, event)
+        if not self._burst:
+            asyncio.get_running_loop().call_soon(self._fan_out)
+        self._burst[(topic, item.resource or item.event.get("id"))] = item
+
+    def _fan_out(self) -> None:
+        """Offer the burst received since the last fan-out: the latest state of each resource once."""
+        burst, self._burst = self._burst, {}
+        for item in burst.values():
+            for subscriber in self.subscribers:
+                subscriber.offer(item)
 
     async def _on_message(self, message: Msg) -> None:
         self.publish(message.subject, message.data)

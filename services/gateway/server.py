@@ -23,6 +23,7 @@ from services.gateway.clients import Backends
 from services.gateway.coalesce import CoalescingHttpProtocol
 from services.gateway.hub import EventHub
 from services.gateway.settings import GatewaySettings
+from services.gateway.ws_protocol import FanoutWebSocketProtocol
 
 __all__ = ["GatewayServer"]
 
@@ -88,6 +89,7 @@ class GatewayServer:
         config = uvicorn.Config(
             self.app.asgi,
             http=CoalescingHttpProtocol,  # a response's headers and body in one send
+            ws=FanoutWebSocketProtocol,  # an event's frame prepared once, written to each client
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import json
 
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from libs.common.auth import KeyStore
 from libs.common.errors import DomainError
@@ -30,12 +31,38 @@ from services.gateway.hub import (
     parse_topics,
 )
 from services.gateway.settings import GatewaySettings
+from services.gateway.ws_protocol import WRITE_FRAME
 
-__all__ = ["CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_TRY_LATER", "websocket_endpoint"]
+__all__ = ["CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_TRY_LATER", "PATH", "DirectWebSocket", "websocket_endpoint"]
 
 CLOSE_REVOKED = 4001
 CLOSE_SLOW = 4008
 CLOSE_TRY_LATER = 1013
+PATH = "/v1/ws"
+
+
+class DirectWebSocket:
+    """Hands `GET /v1/ws` connections straight to `websocket_endpoint`; anything else to `app`.
+
+    A WebSocket lives for minutes or hours, and every ASGI layer it passes keeps a
+    coroutine (and its closures) alive that long. Through the gateway's middleware and
+    FastAPI's routing, an open connection held 216 objects for the garbage collector to
+    walk; with 1,000 clients a full collection stopped the event loop — every client and
+    every REST call — for 180–250 ms (docs/performance.md, "Fan-out"). None of those
+    layers does anything for a WebSocket: the endpoint authenticates by itself.
+    """
+
+    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the live feed, or hand on."""
+        if scope["type"] == "websocket" and scope["path"] == PATH:
+            scope["app"] = self.api  # what `websocket.app.state` reads, as FastAPI would set it
+            await websocket_endpoint(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
 
 
 def _key(websocket: WebSocket) -> str:
@@ -71,6 +98,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         rate=settings.ws_rate_per_topic,
         max_pending=settings.ws_max_pending,
         send_timeout_s=settings.ws_send_timeout_s,
+        write_frame=websocket.scope.get("extensions", {}).get(WRITE_FRAME),
     )
 
     async def revoke() -> None:

@@ -120,6 +120,33 @@ async def test_task_events_carry_the_schema_in_the_authors_key_order(gateway, ke
         assert list(frame["event"]["data"]["response_schema"]["properties"]) == ["zeta", "alpha", "mid"]
 
 
+async def test_with_compression_negotiated_events_still_arrive(stack, nats_server, keys):
+    """Events are framed once, uncompressed, for every client; a connection that negotiated
+    permessage-deflate (`WS_COMPRESSION=true`) gets them compressed, the ordinary way."""
+    compressing = await start_gateway(stack, nats_server.url, ws_compression=True)
+    admin = {"authorization": f"Bearer {keys.admin}"}
+    try:
+        async with (
+            websockets.connect(compressing.ws_url() + f"?api_key={keys.viewer}") as deflated,
+            websockets.connect(compressing.ws_url() + f"?api_key={keys.viewer}", compression=None) as plain,
+        ):
+            assert [type(e).__name__ for e in deflated.protocol.extensions] == ["PerMessageDeflate"]
+            assert plain.protocol.extensions == []
+            await subscribe(deflated, "providers")
+            await subscribe(plain, "providers")
+            created = (
+                await compressing.http.post(
+                    "/v1/providers", json={"name": _name("zip"), "type": "test"}, headers=admin
+                )
+            ).json()
+            for ws in (deflated, plain):
+                frame = await recv_event(ws, lambda f: f["event"]["subject"] == f"providers/{created['id']}")
+                assert frame["event"]["data"] == created
+    finally:
+        await compressing.http.aclose()
+        await compressing.server.stop()
+
+
 async def test_pacing_coalesces_and_the_final_state_arrives(stack, nats_server, keys):
     paced = await start_gateway(stack, nats_server.url, ws_rate_per_topic=5.0)
     admin = {"authorization": f"Bearer {keys.admin}"}

@@ -22,16 +22,10 @@ pytestmark = pytest.mark.asyncio
 
 def _item(resource: str, version: int, project: str = "default") -> Outgoing:
     event: JsonObject = {"subject": resource, "project": project, "data": {"version": version}}
-    return Outgoing(
-        topic="providers",
-        resource=resource,
-        project=project,
-        event=event,
-        frame=json.dumps({"type": "event", "topic": "providers", "event": event}),
-    )
+    return Outgoing.of("providers", event)
 
 
-def _subscriber(send, *, rate: float = 1000.0, send_timeout_s: float = 5.0) -> Subscriber:
+def _subscriber(send, *, rate: float = 1000.0, send_timeout_s: float = 5.0, write_frame=None) -> Subscriber:
     subscriber = Subscriber(
         principal=Principal(key_id="key_1", project="default", role=Role.VIEWER),
         api_key="unused",
@@ -40,6 +34,7 @@ def _subscriber(send, *, rate: float = 1000.0, send_timeout_s: float = 5.0) -> S
         rate=rate,
         max_pending=100,
         send_timeout_s=send_timeout_s,
+        write_frame=write_frame,
     )
     subscriber.subscribe(["providers"])
     return subscriber
@@ -141,7 +136,7 @@ async def test_an_event_offered_while_another_topic_is_sending_is_not_left_waiti
     subscriber.subscribe(["agents"])
     runner = asyncio.create_task(subscriber.run())
     agent = _item("agents/agt_1", 1)
-    subscriber.offer(Outgoing("agents", agent.resource, agent.project, agent.event, agent.frame))
+    subscriber.offer(Outgoing.of("agents", agent.event))
     await asyncio.wait_for(agents_sending.wait(), 1)
     subscriber.offer(_item("providers/prv_late", 1))  # "providers" comes first: already passed
     release.set()
@@ -199,3 +194,50 @@ async def test_the_hub_follows_the_stream_once_and_reports_when_it_cannot():
         assert [s.unsubscribed for s in up.made] == [True]
     finally:
         watch.cancel()
+
+
+async def test_an_idle_client_within_its_pace_is_written_to_at_once_with_the_prepared_frame():
+    """No task switch: the frame is on the connection when `offer` returns. What is paced,
+    refused by the connection or offered while a send is under way goes the ordinary way."""
+    written: list[bytes] = []
+    sent: list[str] = []
+    accept = True
+
+    def write_frame(frame: bytes) -> bool:
+        if accept:
+            written.append(frame)
+        return accept
+
+    async def send(item: Outgoing) -> None:
+        sent.append(item.resource)
+
+    subscriber = _subscriber(send, rate=2.0, write_frame=write_frame)
+    counted = EVENTS_OUT.labels("providers", "test")._value.get()
+    runner = asyncio.create_task(subscriber.run())
+    await asyncio.sleep(0)  # the sender is idle
+
+    first = _item("providers/prv_1", 1)
+    subscriber.offer(first)
+    assert written == [first.wire] and sent == []
+    assert EVENTS_OUT.labels("providers", "test")._value.get() == counted + 1
+    # The prepared frame is what a WebSocket client reads: FIN + text opcode, unmasked length, payload.
+    payload = first.frame.encode()
+    assert len(payload) < 126 and first.wire == bytes((0x81, len(payload))) + payload
+
+    accept = False  # e.g. the socket's buffer is over the high-water mark
+    subscriber.offer(_item("providers/prv_2", 1))
+    await asyncio.sleep(0.01)
+    assert sent == ["providers/prv_2"], "refused: sent by the sender task with the token given back"
+
+    accept = True  # no token left (2 a second, both used): paced, then sent by the task
+    subscriber.offer(_item("providers/prv_3", 1))
+    subscriber.offer(_item("providers/prv_4", 1))
+    assert len(written) == 1
+    for _ in range(150):
+        if len(sent) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert sent == ["providers/prv_2", "providers/prv_3", "providers/prv_4"] and len(written) == 1
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
