@@ -241,3 +241,35 @@ async def test_an_idle_client_within_its_pace_is_written_to_at_once_with_the_pre
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
+
+
+async def test_events_of_one_resource_arriving_together_fan_out_once_as_its_latest_state():
+    """A `test` provider's `created` and `validated` come in one read: 1,000 clients get one
+    message each, the latest state, not two."""
+    written: list[object] = []
+
+    def write_frame(frame: bytes) -> bool:
+        event = json.loads(frame[2:])["event"]  # short frames: a two-byte header
+        written.append((event["subject"], event["data"]))
+        return True
+
+    async def send(item: Outgoing) -> None:
+        raise AssertionError("an idle client within its pace is written to at once")
+
+    hub = EventHub(js=None, keys=None)  # type: ignore[arg-type]
+    subscriber = _subscriber(send, write_frame=write_frame)
+    hub.add(subscriber, on_revoked=lambda: asyncio.sleep(0))
+    runner = asyncio.create_task(subscriber.run())
+    subject = "agentmgr.events.providers.updated"
+    try:
+        for resource, version in (("providers/prv_1", 1), ("providers/prv_2", 1), ("providers/prv_1", 2)):
+            hub.publish(subject, json.dumps(_item(resource, version).event).encode())
+        assert written == [], "fanned out at the end of the loop turn"
+        await asyncio.sleep(0)
+        assert written == [("providers/prv_1", {"version": 2}), ("providers/prv_2", {"version": 1})]
+        hub.publish(subject, json.dumps(_item("providers/prv_1", 3).event).encode())
+        await asyncio.sleep(0)
+        assert written[2:] == [("providers/prv_1", {"version": 3})], "a later turn's event is its own"
+    finally:
+        runner.cancel()
+        hub.remove(subscriber)
