@@ -22,9 +22,9 @@ Cost per delivered message is what bounds fan-out latency (1,000 clients: the la
 gets an event after 1,000 sends). Each event is framed once for WebSocket clients, and a
 client that is idle and within its pace is written to at once from the NATS callback
 (`Subscriber` `write_frame`): one socket write, no task switch. The send path carries no
-per-message timer: the hub's once-a-second watch disconnects a client whose send has been waiting longer than
-`send_timeout_s` (so the limit is honoured within a second), and metric children are
-looked up once per topic, not per message.
+per-message timer: the hub's once-a-second watch disconnects a client whose send has
+been waiting longer than `send_timeout_s` (so the limit is honoured within a second),
+and metric children are looked up once per topic, not per message.
 """
 
 from __future__ import annotations
