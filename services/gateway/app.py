@@ -31,8 +31,7 @@ from services.gateway.schemas import Me
 from services.gateway.settings import GatewaySettings
 from services.gateway.socketio_app import SocketIOBridge
 from services.gateway.tracing import TracingMiddleware
-from services.gateway.websocket import PATH as WS_PATH
-from services.gateway.websocket import DirectWebSocket, websocket_endpoint
+from services.gateway.websocket import DirectWebSocket
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -305,7 +304,6 @@ def create_app(
         """Requests, latencies, real-time clients, events fanned out."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    api.add_api_websocket_route(WS_PATH, websocket_endpoint)  # served by `DirectWebSocket`, below
     if settings.origins():
         api.add_middleware(
             CORSMiddleware,
