@@ -586,6 +586,12 @@ def test_pattern_translation_matches_python_re(pattern: str, texts: list[str]) -
         assert compiled.search(text) == (re.search(pattern, text) is not None), (pattern, text, compiled.rust)
 
 
+_ORACLE_MAX_TEXT = 12
+"""Longest example checked against Python's `re`, which backtracks: a generated nested
+quantifier such as `([^\\n]{1,3}[\\s\\S]?)+` on a 35-character example did not finish in
+minutes (it stalled a CI run)."""
+
+
 @settings(max_examples=100, deadline=None)
 @given(pattern=patterns(), data=st.data())
 def test_pattern_examples_match(pattern: str, data: st.DataObject) -> None:
@@ -595,6 +601,8 @@ def test_pattern_examples_match(pattern: str, data: st.DataObject) -> None:
     except PatternRejected:
         assume(False)
     for text in itertools.islice(compiled.examples(), 5):
+        if len(text) > _ORACLE_MAX_TEXT:
+            continue
         assert compiled.search(text) == (re.search(pattern, text) is not None)
 
 
