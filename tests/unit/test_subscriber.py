@@ -15,7 +15,7 @@ import pytest
 
 from libs.common.auth import Principal, Role
 from libs.common.jsonvalue import JsonObject
-from services.gateway.hub import EVENTS_OUT, EventHub, Outgoing, SlowConsumer, Subscriber
+from services.gateway.hub import EVENTS_OUT, FAN_OUT_CHUNK, EventHub, Outgoing, SlowConsumer, Subscriber
 
 pytestmark = pytest.mark.asyncio
 
@@ -273,3 +273,48 @@ async def test_events_of_one_resource_arriving_together_fan_out_once_as_its_late
     finally:
         runner.cancel()
         hub.remove(subscriber)
+
+
+async def test_a_newer_state_arriving_during_a_fan_out_replaces_the_older_for_clients_not_yet_reached():
+    """A round offers `FAN_OUT_CHUNK` clients per loop turn. A newer state arriving mid-round
+    goes to the clients not reached yet instead of the older one, then to the rest —
+    including a client that joined meanwhile — so each gets the latest state, once more at most."""
+    hub = EventHub(js=None, keys=None)  # type: ignore[arg-type]
+    written: dict[int, list[int]] = {}
+    subscribers: list[Subscriber] = []
+
+    async def send(item: Outgoing) -> None:
+        raise AssertionError("an idle client within its pace is written to at once")
+
+    def join() -> int:
+        number = len(subscribers)
+        received = written[number] = []
+
+        def write_frame(frame: bytes) -> bool:
+            received.append(json.loads(frame[2:])["event"]["data"]["version"])
+            return True
+
+        subscriber = _subscriber(send, write_frame=write_frame)
+        subscribers.append(subscriber)
+        hub.add(subscriber, on_revoked=lambda: asyncio.sleep(0))
+        return number
+
+    clients = 3 * FAN_OUT_CHUNK
+    for _ in range(clients):
+        join()
+    subject = "agentmgr.events.providers.updated"
+    try:
+        hub.publish(subject, json.dumps(_item("providers/prv_1", 1).event).encode())
+        await asyncio.sleep(0)
+        reached = {n for n in range(clients) if written[n]}
+        assert len(reached) == FAN_OUT_CHUNK, "one chunk per loop turn"
+        late = join()
+        hub.publish(subject, json.dumps(_item("providers/prv_1", 2).event).encode())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert all(written[n] == [1, 2] for n in reached), "reached before: both states"
+        assert all(written[n] == [2] for n in set(range(clients)) - reached), "reached after: the latest only"
+        assert written[late] == [2], "joined during the round: the state that arrived after it joined"
+    finally:
+        for subscriber in subscribers:
+            hub.remove(subscriber)
