@@ -143,7 +143,18 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty libraries stay at WARNING unless we debug; their lines are redacted anyway.
-    for noisy in ("httpx", "httpcore", "asyncio", "sqlalchemy.engine", "nats", "openai", "anthropic"):
+    # uvicorn's "error" logger writes two INFO lines per WebSocket connection (accepted,
+    # open) and one per close: noise with thousands of live clients; its errors still show.
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "asyncio",
+        "sqlalchemy.engine",
+        "nats",
+        "openai",
+        "anthropic",
+        "uvicorn.error",
+    ):
         logging.getLogger(noisy).setLevel(level if level == "DEBUG" else "WARNING")
     structlog.contextvars.bind_contextvars(service=service)
 

@@ -75,3 +75,18 @@ def test_stdlib_log_lines_and_tracebacks_are_redacted():
     assert text.count(REDACTED) >= 2
     for line in text.splitlines():
         json.loads(line)
+
+
+def test_uvicorn_per_connection_lines_are_quiet_at_info_and_its_errors_are_not():
+    """Thousands of WebSocket clients would mean thousands of uvicorn INFO lines."""
+    stream = io.StringIO()
+    configure_logging(level="INFO", fmt="json", service="t", stream=stream)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/v1/ws")
+    uvicorn_log.info("connection open")
+    uvicorn_log.error("Exception in ASGI application")
+    lines = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert lines == ["Exception in ASGI application"]
+    configure_logging(level="DEBUG", fmt="json", service="t", stream=stream)
+    uvicorn_log.info("connection open")
+    assert json.loads(stream.getvalue().splitlines()[-1])["event"] == "connection open"
