@@ -102,7 +102,7 @@ bench: $(VENV)/.synced ## print the benchmark figures (latency, throughput, memo
 	@$(PY) -m bench
 
 PEER := .bench-peer
-LITELLM_VERSION := 1.109.1
+LITELLM_VERSION := 1.108.5
 
 $(PEER)/bin/litellm:
 	@echo "installing LiteLLM $(LITELLM_VERSION) into $(PEER)/ (its own virtualenv)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -47,8 +48,10 @@ async def run(litellm: str, *, duration_s: float = 6.0) -> list[Result]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     (workdir / "config.yaml").write_text(_config(stack.stub_url))
     port = free_port()
+    # Found from here: the proxy starts in `workdir`, where a relative path means nothing.
+    executable = Path(shutil.which(litellm) or litellm).absolute()
     proxy = subprocess.Popen(
-        [litellm, "--config", str(workdir / "config.yaml"), "--port", str(port), "--num_workers", "1"],
+        [executable, "--config", workdir / "config.yaml", "--port", str(port), "--num_workers", "1"],
         cwd=workdir,
         env={
             **os.environ,
