@@ -3,8 +3,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 
 import pytest
+import uvicorn.config
 
 from libs.common.logging import REDACTED, Redactor, configure_logging, get_logger
 
@@ -79,6 +81,7 @@ def test_stdlib_log_lines_and_tracebacks_are_redacted():
 
 def test_uvicorn_per_connection_lines_are_quiet_at_info_and_its_errors_are_not():
     """Thousands of WebSocket clients would mean thousands of uvicorn INFO lines."""
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)  # as a server with the default config does
     stream = io.StringIO()
     configure_logging(level="INFO", fmt="json", service="t", stream=stream)
     uvicorn_log = logging.getLogger("uvicorn.error")
