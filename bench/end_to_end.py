@@ -70,6 +70,13 @@ C1_SCALE = 3
 differences of p50s a fraction of a millisecond apart, and 6 s is only ~300 requests."""
 
 
+def schedule(concurrency: int, duration_s: float) -> tuple[float, int]:
+    """Seconds of load per call kind at `concurrency`, and in how many alternating slices."""
+    if concurrency == 1:
+        return duration_s * C1_SCALE, ROUNDS[1] * 2
+    return duration_s, ROUNDS[concurrency]
+
+
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(value)
@@ -262,11 +269,12 @@ async def run(*, duration_s: float = 6.0) -> tuple[list[Result], list[str]]:
                 await succeeded(lean.post_json("/v1/runs", body, key=key))
 
             for concurrency in LEVELS:
+                seconds, rounds = schedule(concurrency, duration_s)
                 results += await interleaved(
                     [(DIRECT, direct), (GRPC, create_run), (LEAN, post_run_lean), (AIOHTTP, post_run)],
                     concurrency=concurrency,
-                    duration_s=duration_s * (C1_SCALE if concurrency == 1 else 1),
-                    rounds=ROUNDS[concurrency] * (2 if concurrency == 1 else 1),
+                    duration_s=seconds,
+                    rounds=rounds,
                 )
         rows = await floor.run(
             agent_address=stack.agent_address, database_url=stack.system.database_url, run_id=last_run[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench.end_to_end import LEVELS, ROUNDS, SCHEMA, STUB_KEY, start, wait_http
+from bench.end_to_end import LEVELS, SCHEMA, STUB_KEY, schedule, start, wait_http
 from bench.harness import Result, http_session, interleaved, post_json
 from libs.common.embedded import free_port
 
@@ -97,11 +97,12 @@ async def run(litellm: str, *, duration_s: float = 6.0) -> list[Result]:
                     raise RuntimeError(str(answer))
 
             for concurrency in LEVELS:
+                seconds, rounds = schedule(concurrency, duration_s)  # as `make bench`: longer at c=1
                 results += await interleaved(
                     [("agentmgr POST /v1/runs", agentmgr), ("LiteLLM proxy chat completion", peer)],
                     concurrency=concurrency,
-                    duration_s=duration_s,
-                    rounds=ROUNDS[concurrency],
+                    duration_s=seconds,
+                    rounds=rounds,
                 )
         return results
     finally:
