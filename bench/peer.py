@@ -45,69 +45,73 @@ litellm_settings:
 
 async def run(litellm: str, *, duration_s: float = 6.0) -> list[Result]:
     stack = await start()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
-    (workdir / "config.yaml").write_text(_config(stack.stub_url))
-    port = free_port()
-    # Found from here: the proxy starts in `workdir`, where a relative path means nothing.
-    executable = Path(shutil.which(litellm) or litellm).absolute()
-    proxy = subprocess.Popen(
-        [executable, "--config", workdir / "config.yaml", "--port", str(port), "--num_workers", "1"],
-        cwd=workdir,
-        env={
-            **os.environ,
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "LITELLM_TELEMETRY": "False",
-            "LITELLM_LOG": "ERROR",
-            "NO_DOCS": "True",
-        },
-        stdout=open(workdir / "litellm.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
     try:
-        await wait_http(f"http://127.0.0.1:{port}/health/liveliness")
-        key = stack.system.admin_key
-        run_body = {
-            "agent_id": stack.agent_id,
-            "task_id": stack.task_id,
-            "variables": {"text": "Lovely tea."},
-        }
-        chat_body = {
-            "model": "bench",
-            "messages": [
-                {"role": "system", "content": "Classify.\n\nAnswer with the schema."},
-                {"role": "user", "content": "Review: Lovely tea."},
-            ],
-            "tools": [{"type": "function", "function": {"name": "final_result", "parameters": SCHEMA}}],
-            "tool_choice": "required",
-        }
-        results: list[Result] = []
-        async with (
-            http_session(stack.gateway_url) as ours,
-            http_session(f"http://127.0.0.1:{port}") as theirs,
-        ):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+        (workdir / "config.yaml").write_text(_config(stack.stub_url))
+        port = free_port()
+        # Found from here: the proxy starts in `workdir`, where a relative path means nothing.
+        executable = Path(shutil.which(litellm) or litellm).absolute()
+        proxy = subprocess.Popen(
+            [executable, "--config", workdir / "config.yaml", "--port", str(port), "--num_workers", "1"],
+            cwd=workdir,
+            env={
+                **os.environ,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_TELEMETRY": "False",
+                "LITELLM_LOG": "ERROR",
+                "NO_DOCS": "True",
+            },
+            stdout=open(workdir / "litellm.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/health/liveliness")
+            key = stack.system.admin_key
+            run_body = {
+                "agent_id": stack.agent_id,
+                "task_id": stack.task_id,
+                "variables": {"text": "Lovely tea."},
+            }
+            chat_body = {
+                "model": "bench",
+                "messages": [
+                    {"role": "system", "content": "Classify.\n\nAnswer with the schema."},
+                    {"role": "user", "content": "Review: Lovely tea."},
+                ],
+                "tools": [{"type": "function", "function": {"name": "final_result", "parameters": SCHEMA}}],
+                "tool_choice": "required",
+            }
+            results: list[Result] = []
+            async with (
+                http_session(stack.gateway_url) as ours,
+                http_session(f"http://127.0.0.1:{port}") as theirs,
+            ):
 
-            async def agentmgr(_: int) -> None:
-                status, answer = await post_json(ours, "/v1/runs", run_body, key=key)
-                if status != 201 or answer["status"] != "succeeded":
-                    raise RuntimeError(str(answer))
+                async def agentmgr(_: int) -> None:
+                    status, answer = await post_json(ours, "/v1/runs", run_body, key=key)
+                    if status != 201 or answer["status"] != "succeeded":
+                        raise RuntimeError(str(answer))
 
-            async def peer(_: int) -> None:
-                status, answer = await post_json(theirs, "/v1/chat/completions", chat_body, key=MASTER_KEY)
-                if status != 200:
-                    raise RuntimeError(str(answer))
+                async def peer(_: int) -> None:
+                    status, answer = await post_json(
+                        theirs, "/v1/chat/completions", chat_body, key=MASTER_KEY
+                    )
+                    if status != 200:
+                        raise RuntimeError(str(answer))
 
-            for concurrency in LEVELS:
-                seconds, rounds = schedule(concurrency, duration_s)  # as `make bench`: longer at c=1
-                results += await interleaved(
-                    [("agentmgr POST /v1/runs", agentmgr), ("LiteLLM proxy chat completion", peer)],
-                    concurrency=concurrency,
-                    duration_s=seconds,
-                    rounds=rounds,
-                )
-        return results
-    finally:
-        proxy.terminate()
-        proxy.wait(15)
+                for concurrency in LEVELS:
+                    seconds, rounds = schedule(concurrency, duration_s)  # as `make bench`: longer at c=1
+                    results += await interleaved(
+                        [("agentmgr POST /v1/runs", agentmgr), ("LiteLLM proxy chat completion", peer)],
+                        concurrency=concurrency,
+                        duration_s=seconds,
+                        rounds=rounds,
+                    )
+            return results
+        finally:
+            proxy.terminate()
+            proxy.wait(15)
+    finally:  # also when the proxy cannot be started: no process is left behind
         stack.stop()
 
 
