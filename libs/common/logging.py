@@ -146,8 +146,9 @@ def configure_logging(
     # library user or a test may) gives its loggers handlers of their own and stops them
     # propagating: their lines would skip the redaction below.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     # Chatty libraries stay at WARNING unless we debug; their lines are redacted anyway.
     # uvicorn's "error" logger writes two INFO lines per WebSocket connection (accepted,
     # open) and one per close: noise with thousands of live clients; its errors still show.
