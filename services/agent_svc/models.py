@@ -32,6 +32,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings as PaiModelSettings
 
 from libs.common.errors import FailedPrecondition
+from services.agent_svc._openai_direct import DirectOpenAI
 from services.agent_svc.domain import ModelSettings
 from services.agent_svc.providers import ProviderCredential
 from services.agent_svc.schema_compiler import CompiledSchema, example_instance
@@ -90,7 +91,7 @@ def build_model(
 
 
 def _openai(key: str, base: str | None, http: HttpClients) -> AsyncOpenAI:
-    return AsyncOpenAI(api_key=key, base_url=base, http_client=http.modern, max_retries=0)
+    return DirectOpenAI(api_key=key, base_url=base, http_client=http.modern, max_retries=0)
 
 
 # SDKs built here with max_retries=0 (see build_model). Setting `max_retries` per request
