@@ -1,12 +1,14 @@
 """Runs end to end, side by side: pydantic-ai in-process, `CreateRun` over gRPC, `POST /v1/runs`.
 
 All call the same local OpenAI-compatible stub (its own process) through pydantic-ai's
-OpenAI chat model with the same compiled output type, so the differences are what
-agentmgr adds: for agent_svc, gRPC, auth, the registry, the run's statement with its
-events, the outbox relay; for the gateway, one more hop (HTTP, JSON, auth).
+OpenAI chat model with the same compiled output type and the same OpenAI client
+(`DirectOpenAI`, as agent_svc builds it), so the differences are what agentmgr adds:
+for agent_svc, gRPC, auth, the registry, the run's statement with its events, the
+outbox relay; for the gateway, one more hop (HTTP, JSON, auth).
 `POST /v1/runs` is sent by two clients: a minimal one (`bench.lean_http`), whose
 figure is the gateway's own share, and aiohttp, which adds what a typical client
-library spends on a request of its own.
+library spends on a request of its own. pydantic-ai in-process with the OpenAI SDK's own
+client runs beside them: what `DirectOpenAI` saves.
 Targets (2 cores, everything on one machine): agent_svc adds p50 < 3 ms at c=1 and keeps
 >= 75% of in-process throughput at c=64; the gateway adds < 1.5 ms p50 at c=1 and keeps
 >= 85% of agent_svc's throughput.
@@ -19,13 +21,14 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import httpx2
 from google.protobuf import struct_pb2
+from openai import AsyncOpenAI
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -44,6 +47,7 @@ from bench import floor
 from bench.harness import ROOT, Result, System, http_session, interleaved, post_json
 from bench.lean_http import LeanHttpClient
 from libs.common.embedded import free_port
+from services.agent_svc._openai_direct import DirectOpenAI
 from services.agent_svc.schema_compiler import SchemaCompiler
 
 SCHEMA = {
@@ -60,6 +64,7 @@ ANSWER = {"sentiment": "positive", "score": 0.9, "topics": ["tea", "biscuits"]}
 STUB_KEY = "sk-bench-stub-key-0000000000"
 LEVELS = (1, 16, 64)
 DIRECT = "pydantic-ai in-process"
+SDK = "pydantic-ai in-process, SDK client"
 GRPC = "agent_svc CreateRun (gRPC)"
 LEAN = "gateway /v1/runs (lean client)"
 AIOHTTP = "gateway /v1/runs (aiohttp)"
@@ -233,23 +238,28 @@ async def run(*, duration_s: float = 6.0) -> tuple[list[Result], list[str]]:
             LeanHttpClient(stack.gateway_url) as lean,
         ):
             runs = run_pb2_grpc.RunServiceStub(channel)
-            in_process = Agent(
-                OpenAIChatModel(
-                    "bench",
-                    provider=OpenAIProvider(
-                        base_url=stack.stub_url, api_key=STUB_KEY, http_client=model_http
-                    ),
-                ),
-                name="bench",  # as agent_svc names its agents
-                output_type=compiled.output_type,
-                system_prompt="Classify.",
-                instructions="Answer with the schema.",
-                model_settings={"max_retries": 0},
-            )
 
-            async def direct(_: int) -> None:
-                result = await in_process.run("Review: Lovely tea.")
-                compiled.dump(result.output)
+            def in_process(client_class: type[AsyncOpenAI]) -> Callable[[int], Awaitable[None]]:
+                client = client_class(
+                    base_url=stack.stub_url, api_key=STUB_KEY, http_client=model_http, max_retries=0
+                )
+                agent = Agent(
+                    OpenAIChatModel("bench", provider=OpenAIProvider(openai_client=client)),
+                    name="bench",  # as agent_svc names its agents
+                    output_type=compiled.output_type,
+                    system_prompt="Classify.",
+                    instructions="Answer with the schema.",
+                )
+
+                async def call(_: int) -> None:
+                    result = await agent.run("Review: Lovely tea.")
+                    compiled.dump(result.output)
+
+                return call
+
+            # The baseline for "agent_svc adds" is pydantic-ai with the client agent_svc gives
+            # it; the SDK's own client beside it shows what that client saves.
+            direct, sdk = in_process(DirectOpenAI), in_process(AsyncOpenAI)
 
             async def create_run(_: int) -> None:
                 reply = await runs.CreateRun(request, metadata=md)
@@ -271,7 +281,13 @@ async def run(*, duration_s: float = 6.0) -> tuple[list[Result], list[str]]:
             for concurrency in LEVELS:
                 seconds, rounds = schedule(concurrency, duration_s)
                 results += await interleaved(
-                    [(DIRECT, direct), (GRPC, create_run), (LEAN, post_run_lean), (AIOHTTP, post_run)],
+                    [
+                        (SDK, sdk),
+                        (DIRECT, direct),
+                        (GRPC, create_run),
+                        (LEAN, post_run_lean),
+                        (AIOHTTP, post_run),
+                    ],
                     concurrency=concurrency,
                     duration_s=seconds,
                     rounds=rounds,
@@ -289,10 +305,15 @@ def report(results: list[Result], floor_rows: list[str]) -> None:
         print(result.row())
     by = {(r.label, r.concurrency): r for r in results}
     for concurrency in LEVELS:
-        direct, ours = by[(DIRECT, concurrency)], by[(GRPC, concurrency)]
+        sdk, direct, ours = by[(SDK, concurrency)], by[(DIRECT, concurrency)], by[(GRPC, concurrency)]
+        saved_ms = sdk.percentile(0.5) - direct.percentile(0.5)
         svc_ms = ours.percentile(0.5) - direct.percentile(0.5)
         print(
-            f"  c={concurrency:<3} agent_svc adds p50 {svc_ms:6.2f} ms, "
+            f"  c={concurrency:<3} agentmgr's OpenAI client saves p50 {saved_ms:6.2f} ms in-process, "
+            f"throughput {direct.rps / sdk.rps * 100:5.1f}% of the SDK client's"
+        )
+        print(
+            f"        agent_svc adds p50 {svc_ms:6.2f} ms, "
             f"throughput {ours.rps / direct.rps * 100:5.1f}% of in-process"
         )
         for label, client in ((LEAN, "lean client"), (AIOHTTP, "aiohttp    ")):
