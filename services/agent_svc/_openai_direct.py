@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any
 
 import httpx2
-from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, NotGiven, Omit
+from openai import NOT_GIVEN, APIConnectionError, APITimeoutError, AsyncOpenAI, NotGiven, Omit
 from openai._models import construct_type
 from openai._utils._json import openapi_dumps
 from openai.resources.chat import AsyncChat, AsyncCompletions
@@ -101,7 +101,7 @@ class DirectOpenAI(AsyncOpenAI):
                 headers[name] = value
             else:  # an omitted header is not sent
                 headers.pop(name, None)
-        timeout = arguments.get("timeout", self.timeout)
+        timeout = arguments.get("timeout", NOT_GIVEN)
         request = self._client.build_request(
             "POST",
             self._chat_url,
@@ -134,17 +134,23 @@ class DirectOpenAI(AsyncOpenAI):
 
 
 class _DirectChat(AsyncChat):
+    def __init__(self, client: DirectOpenAI) -> None:
+        super().__init__(client)
+        self._direct = client
+
     @cached_property
     def completions(self) -> AsyncCompletions:
-        return _DirectCompletions(self._client)
+        return _DirectCompletions(self._direct)
 
 
 class _DirectCompletions(AsyncCompletions):
+    def __init__(self, client: DirectOpenAI) -> None:
+        super().__init__(client)
+        self._direct = client
+
     async def create(self, **arguments: Any) -> Any:
-        client = self._client
         direct = (
-            isinstance(client, DirectOpenAI)
-            and not client.default_query
+            not self._direct.default_query
             and arguments.get("stream") is not True
             and all(
                 name in _BODY_ARGUMENTS or name in _OPTIONS or not _given(value)
@@ -153,5 +159,4 @@ class _DirectCompletions(AsyncCompletions):
         )
         if not direct:
             return await super().create(**arguments)
-        assert isinstance(client, DirectOpenAI)
-        return await client.direct_chat_completion(arguments)
+        return await self._direct.direct_chat_completion(arguments)
